@@ -1,0 +1,42 @@
+# The two commands: `make run` (the whole platform on the embedded default) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev
+export AFFECTLOOP_DATA_DIR ?= $(CURDIR)/var
+export AFFECTLOOP_HOST ?= 127.0.0.1
+export AFFECTLOOP_PORT ?= 8000
+
+# `make run` keeps a generated secret in the data dir unless one is given in the environment.
+ifeq ($(strip $(DJANGO_SECRET_KEY)$(DJANGO_SECRET_KEY_FILE)),)
+export DJANGO_SECRET_KEY_FILE := $(AFFECTLOOP_DATA_DIR)/secret_key
+endif
+
+.PHONY: run test venv bench-ingest clean-data
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(VENV)/.installed-$(EXTRAS)
+
+$(AFFECTLOOP_DATA_DIR)/secret_key:
+	mkdir -p $(AFFECTLOOP_DATA_DIR)
+	umask 077; $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+run: venv $(if $(filter $(AFFECTLOOP_DATA_DIR)/secret_key,$(DJANGO_SECRET_KEY_FILE)),$(AFFECTLOOP_DATA_DIR)/secret_key)
+	@command -v ffprobe >/dev/null || echo "warning: ffmpeg/ffprobe not found: clips cannot be validated (apt-get install ffmpeg)"
+	$(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-ingest: venv
+	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+clean-data:
+	rm -rf $(AFFECTLOOP_DATA_DIR)

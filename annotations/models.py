@@ -1,0 +1,438 @@
+"""The data model of the whole product.
+
+Rules that matter are constraints in the database (unique clip per project by content, one prediction per
+clip and model version, one annotation per clip and annotator, one active model per project and backend,
+one live training run per project), so that retried tasks and double submits cannot create duplicates.
+State changes live in services; these classes only describe the data.
+"""
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    ANNOTATOR = "annotator", "Annotator"
+    REVIEWER = "reviewer", "Reviewer"
+    MANAGER = "manager", "Manager"
+
+
+# Higher roles can do everything lower roles can.
+ROLE_RANK = {Role.ANNOTATOR: 1, Role.REVIEWER: 2, Role.MANAGER: 3}
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    # Per-project configuration (pre-label backends, frames, prompt version, fusion, AL strategy).
+    config = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    # A trusted annotator's submissions count as verified without review (DESIGN: "marked trusted").
+    trusted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user_per_project"),
+            models.CheckConstraint(condition=Q(role__in=["annotator", "reviewer", "manager"]), name="membership_role_valid"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} @ {self.project} ({self.role})"
+
+    def has_role(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+class Clip(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"          # stored, waiting for the media task
+        PROCESSING = "processing", "Processing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class LabelState(models.TextChoices):
+        UNLABELED = "unlabeled", "Unlabeled"
+        PRELABELED = "prelabeled", "Pre-labeled"
+        IN_PROGRESS = "in_progress", "In progress"
+        SUBMITTED = "submitted", "Submitted"
+        VERIFIED = "verified", "Verified"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clips")
+    file = models.FileField(upload_to="clips/", max_length=300)
+    thumbnail = models.FileField(upload_to="thumbs/", max_length=300, blank=True)
+    original_name = models.CharField(max_length=300, help_text="File name or manifest path it came from")
+    source = models.CharField(max_length=32, default="upload", help_text="upload | import:folder | import:csv")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(validators=[MinValueValidator(1)])
+    container = models.CharField(max_length=16, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="seconds")
+    fps = models.FloatField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    video_codec = models.CharField(max_length=32, blank=True)
+    audio_codec = models.CharField(max_length=32, blank=True)
+    has_audio = models.BooleanField(null=True)
+    transcript = models.TextField(blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    label_state = models.CharField(max_length=16, choices=LabelState.choices, default=LabelState.UNLABELED,
+                                   db_index=True)
+    error = models.TextField(blank=True)
+    # Active-learning priority (higher = annotate sooner); filled by the scoring job.
+    priority = models.FloatField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="clip_unique_content_per_project"),
+            models.CheckConstraint(condition=Q(size_bytes__gt=0), name="clip_size_positive"),
+            models.CheckConstraint(condition=Q(status__in=["pending", "processing", "ready", "failed"]), name="clip_status_valid"),
+            models.CheckConstraint(condition=Q(label_state__in=["unlabeled", "prelabeled", "in_progress", "submitted",
+                                                               "verified"]),
+                                   name="clip_label_state_valid"),
+            models.CheckConstraint(condition=Q(duration__isnull=True) | Q(duration__gt=0),
+                                   name="clip_duration_positive"),
+            models.CheckConstraint(condition=~Q(status="ready") | Q(duration__isnull=False),
+                                   name="clip_ready_has_duration"),
+        ]
+        indexes = [models.Index(fields=["project", "status", "label_state"])]
+
+    def __str__(self):
+        return f"{self.original_name} ({self.project})"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    class Backend(models.TextChoices):
+        INTERNVL = "internvl", "InternVL"
+        AFFECTGPT = "affectgpt", "AffectGPT"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    backend = models.CharField(max_length=16, choices=Backend.choices)
+    name = models.CharField(max_length=200, help_text="Version string: base + adapter + prompt version")
+    base_model = models.CharField(max_length=300, help_text="Hub id or local directory of the base model")
+    adapter_path = models.CharField(max_length=500, blank=True, help_text="LoRA adapter directory, if any")
+    adapter_sha256 = models.CharField(max_length=64, blank=True)
+    prompt_version = models.CharField(max_length=32, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    training_run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="model_versions")
+    metrics = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="modelversion_unique_name_per_project"),
+            models.UniqueConstraint(fields=["project", "backend"], condition=Q(status="active"),
+                                    name="modelversion_one_active_per_backend"),
+            models.CheckConstraint(condition=Q(status__in=["candidate", "active", "retired"]),
+                                   name="modelversion_status_valid"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Prediction(models.Model):
+    """One backend's (or the fusion's) labels for one clip. Never overwrites human work."""
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="predictions")
+    backend = models.CharField(max_length=32, help_text="internvl | affectgpt | fused | import")
+    model_version = models.CharField(max_length=200)
+    model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="predictions")
+    labels = models.JSONField(default=list, help_text='[{"term": "anxious", "score": 0.8, "source": "internvl"}]')
+    raw_text = models.TextField(blank=True)
+    prompt_version = models.CharField(max_length=32, blank=True)
+    flags = models.JSONField(default=list, blank=True, help_text="e.g. refusal, unknown_terms")
+    seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["clip_id", "backend"]
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "model_version"], name="prediction_unique_per_model_version"),
+        ]
+
+    def __str__(self):
+        return f"{self.backend}:{self.clip_id}"
+
+
+class Annotation(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SUBMITTED = "submitted", "Submitted"
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
+    labels = models.JSONField(default=list, help_text='[{"term": "anxious", "source": "human"}]')
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # Optimistic concurrency: a write names the version it was based on; a stale one gets 409.
+    version = models.PositiveIntegerField(default=1)
+    lead_time = models.FloatField(default=0.0, help_text="seconds of active work")
+    last_idempotency_key = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "annotator"], name="annotation_unique_per_annotator"),
+            models.CheckConstraint(condition=Q(status__in=["draft", "submitted"]), name="annotation_status_valid"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="annotation_version_positive"),
+            models.CheckConstraint(condition=Q(lead_time__gte=0), name="annotation_lead_time_nonnegative"),
+            models.CheckConstraint(condition=Q(status="draft") | Q(submitted_at__isnull=False),
+                                   name="annotation_submitted_has_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.annotator} on clip {self.clip_id} ({self.status})"
+
+
+class Review(models.Model):
+    class Decision(models.TextChoices):
+        ACCEPT = "accept", "Accept"
+        REJECT = "reject", "Reject"
+        FIX = "fix", "Fix"
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    fixed_labels = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    annotation_version = models.PositiveIntegerField(help_text="The annotation version this review judged")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(decision__in=["accept", "reject", "fix"]), name="review_decision_valid"),
+            models.CheckConstraint(condition=~Q(decision="reject") | ~Q(reason=""), name="review_reject_needs_reason"),
+            models.CheckConstraint(condition=~Q(decision="fix") | Q(fixed_labels__isnull=False),
+                                   name="review_fix_needs_labels"),
+            # One verdict per reviewer per annotation version: a double click cannot review twice.
+            models.UniqueConstraint(fields=["annotation", "reviewer", "annotation_version"],
+                                    name="review_unique_per_version"),
+        ]
+
+
+class ClipLease(models.Model):
+    """Who is working on a clip right now. One row per clip: two annotators never hold the same clip."""
+
+    clip = models.OneToOneField(Clip, on_delete=models.CASCADE, related_name="lease")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
+    acquired_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("acquired_at")), name="lease_expires_after_start"),
+        ]
+
+
+class EmotionTerm(models.Model):
+    """The project's emotion vocabulary: autocomplete, normalisation and agreement all go through it."""
+
+    class Valence(models.TextChoices):
+        POSITIVE = "positive", "Positive"
+        NEGATIVE = "negative", "Negative"
+        NEUTRAL = "neutral", "Neutral"
+        AMBIGUOUS = "ambiguous", "Ambiguous"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="vocabulary")
+    term = models.CharField(max_length=64)
+    canonical = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="variants",
+                                  help_text="Empty when this term is itself canonical")
+    family = models.CharField(max_length=64, blank=True)
+    valence = models.CharField(max_length=16, choices=Valence.choices, blank=True)
+    synonyms = models.JSONField(default=list, blank=True)
+    word_forms = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=16, default="seed", help_text="seed | human | model")
+    flagged = models.BooleanField(default=False, help_text="New term a human should confirm or merge")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["term"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "term"], name="emotionterm_unique_per_project"),
+            models.CheckConstraint(condition=Q(term=models.functions.Lower(models.F("term"))) & ~Q(term=""),
+                                   name="emotionterm_lowercase_nonempty"),
+        ]
+
+    def __str__(self):
+        return self.term
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen set of verified clips with their labels; its content hash names it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=120)
+    content_hash = models.CharField(max_length=64)
+    clip_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "content_hash"], name="snapshot_unique_content"),
+            models.UniqueConstraint(fields=["project", "name"], name="snapshot_unique_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.content_hash[:12]})"
+
+
+class SnapshotItem(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        VAL = "val", "Validation"
+        TEST = "test", "Test"
+
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="items")
+    # RESTRICT: a snapshotted clip cannot be deleted alone, but goes with its project.
+    clip = models.ForeignKey(Clip, on_delete=models.RESTRICT, related_name="snapshot_items")
+    labels = models.JSONField()
+    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "clip"], name="snapshotitem_unique_clip"),
+            models.CheckConstraint(condition=Q(split__in=["train", "val", "test"]), name="snapshotitem_split_valid"),
+        ]
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    base_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="training_runs_from")
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.RESTRICT,
+                                 related_name="training_runs")
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    metrics = models.JSONField(default=list, blank=True, help_text="[{step, loss, lr, time}, ...]")
+    eval_metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="trainingrun_progress_range"),
+            models.CheckConstraint(condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                                 name="trainingrun_status_valid"),
+            # A run is never started twice: one queued-or-running run per project.
+            models.UniqueConstraint(fields=["project"], condition=Q(status__in=["queued", "running"]),
+                                    name="trainingrun_one_live_per_project"),
+        ]
+
+
+class Export(models.Model):
+    class Format(models.TextChoices):
+        MEROV_CSV = "merov_csv", "MER-OV CSV"
+        INTERNVL_JSONL = "internvl_jsonl", "JSONL for InternVL fine-tuning"
+        PARQUET = "parquet", "Parquet"
+        HF_DATASET = "hf_dataset", "Hugging Face dataset"
+        LABEL_STUDIO = "label_studio", "Label Studio JSON"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=16, choices=Format.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    file = models.FileField(upload_to="exports/", max_length=300, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "format"], name="export_unique_format_per_snapshot"),
+        ]
+
+
+class AuditEvent(models.Model):
+    """Append-only history of changes. The database refuses UPDATE and DELETE (see the migration's triggers).
+
+    References are plain ids without foreign-key constraints so that history survives deleted users,
+    clips and projects.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                              db_constraint=False, related_name="+")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                related_name="+")
+    action = models.CharField(max_length=64, help_text="e.g. clip.imported, annotation.submitted")
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit events are append-only")

@@ -1,0 +1,56 @@
+"""Reads, with the membership rule in one place: every object a user sees goes through here."""
+
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from .models import ROLE_RANK, Clip, Membership, Project, Role
+
+
+def projects_for(user) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user)
+
+
+def membership(user, project: Project) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(user=user, project=project).first()
+
+
+def has_role(user, project: Project, role: str = Role.ANNOTATOR) -> bool:
+    if user.is_authenticated and user.is_superuser:
+        return True
+    m = membership(user, project)
+    return m is not None and ROLE_RANK[m.role] >= ROLE_RANK[role]
+
+
+def project_for(user, slug: str, role: str = Role.ANNOTATOR) -> Project:
+    """The project, if the user is a member with at least `role`; otherwise 404 (no existence leak)."""
+    project = Project.objects.filter(slug=slug).first()
+    if project is None or not has_role(user, project, role):
+        raise Http404("No such project")
+    return project
+
+
+def clip_for(user, clip_id: int, role: str = Role.ANNOTATOR) -> Clip:
+    clip = Clip.objects.select_related("project").filter(pk=clip_id).first()
+    if clip is None or not has_role(user, clip.project, role):
+        raise Http404("No such clip")
+    return clip
+
+
+def clip_status_counts(project: Project) -> dict[str, int]:
+    rows = project.clips.values("status").annotate(n=Count("id"))
+    counts = {status: 0 for status in Clip.Status.values}
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
+def project_summaries(user):
+    return projects_for(user).annotate(
+        clip_count=Count("clips", distinct=True),
+        ready_count=Count("clips", filter=Q(clips__status=Clip.Status.READY), distinct=True),
+    ).order_by("name")

@@ -1,0 +1,384 @@
+"""Clip ingest: validate by content, store once per project, hand the rest to the media task.
+
+Every entry point (web upload, folder import, CSV manifest) goes through `validate_file` and `store_clip`,
+so they share the same rules: a file is fully checked before anything is written, a duplicate (same
+sha256 in the project) is reported and not stored twice, and a failure leaves neither a row nor a file.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import media
+from ..models import Annotation, Clip, Project, Review
+from . import audit
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}
+IMPORT_USERNAME = "affectloop-import"
+MANIFEST_REQUIRED = ("path",)
+MANIFEST_KNOWN = ("path", "transcript", "language", "labels")
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole cannot be used (unreadable, wrong columns); nothing is imported."""
+
+
+def limits() -> media.MediaLimits:
+    return media.MediaLimits(
+        max_bytes=settings.MAX_UPLOAD_BYTES,
+        max_seconds=settings.MAX_CLIP_SECONDS,
+        max_width=settings.MAX_CLIP_WIDTH,
+        max_height=settings.MAX_CLIP_HEIGHT,
+    )
+
+
+@dataclass
+class Candidate:
+    """One file to ingest, as the source described it."""
+
+    path: Path
+    display: str
+    transcript: str | None = None       # None: look for a sidecar .srt/.vtt/.txt
+    language: str = ""
+    labels: list[str] | None = None
+    metadata: dict = field(default_factory=dict)
+    error: str = ""                     # set when the source row itself is bad
+
+
+@dataclass
+class Checked:
+    candidate: Candidate
+    probe: media.ProbeResult | None = None
+    sha256: str = ""
+    transcript: str = ""
+    error: str = ""
+
+
+@dataclass
+class Outcome:
+    status: str                         # imported | duplicate | rejected
+    display: str
+    reason: str = ""
+    clip_id: int | None = None
+
+    def line(self) -> str:
+        return f"{self.status} {self.display}: {self.reason}" if self.reason else f"{self.status} {self.display}"
+
+
+# --- sources ----------------------------------------------------------------------------------------
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def folder_candidates(root: Path) -> Iterator[Candidate]:
+    """Every video-named file under root, in a stable order; links that leave the root are refused."""
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            display = str(path.relative_to(root))
+            if not _inside(root, path):
+                yield Candidate(path=path, display=display, error="outside the import root (symbolic link)")
+                continue
+            yield Candidate(path=path, display=display, metadata={"import_path": display})
+
+
+def parse_labels(raw: str) -> list[str]:
+    """A manifest's labels cell: a list string "['anxious', 'relieved']" or a plain "anxious, relieved"."""
+    raw = (raw or "").strip()
+    if not raw:
+        return []
+    if raw.startswith("["):
+        try:
+            value = ast.literal_eval(raw)  # literals only: never evaluates code
+        except (ValueError, SyntaxError):
+            raise ValueError(f"labels {raw[:60]!r} is not a valid list") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("labels must be a list of words")
+        words = value
+    else:
+        words = raw.replace(";", ",").split(",")
+    seen, out = set(), []
+    for word in words:
+        term = " ".join(word.strip().lower().split())
+        if term and term not in seen:
+            seen.add(term)
+            out.append(term)
+    return out
+
+
+def manifest_candidates(manifest: Path, root: Path | None = None) -> list[Candidate]:
+    """Rows of a CSV manifest (`path,transcript,language,labels,...`); extra columns go to metadata.
+
+    Paths are relative to `root` (default: the manifest's folder) and may not leave it.
+    """
+    root = (root or manifest.parent).resolve()
+    try:
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    reader = csv.reader(text.splitlines())
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise ManifestError("manifest is empty") from None
+    except csv.Error as exc:
+        raise ManifestError(f"manifest is not valid CSV: {exc}") from None
+    missing = [c for c in MANIFEST_REQUIRED if c not in header]
+    if missing:
+        raise ManifestError(f"manifest is missing column(s): {', '.join(missing)} (found: {', '.join(header) or 'none'})")
+    if len(set(header)) != len(header):
+        raise ManifestError("manifest has duplicate column names")
+    out: list[Candidate] = []
+    try:
+        for lineno, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            given = row[header.index("path")].strip() if len(row) > header.index("path") else ""
+            display = given or f"<row {lineno}>"
+            if len(row) != len(header):
+                out.append(Candidate(path=root, display=display,
+                                     error=f"row {lineno} has {len(row)} fields, the header has {len(header)}"))
+                continue
+            cells = dict(zip(header, row))
+            cand = Candidate(path=root / given, display=display, language=cells.get("language", "").strip()[:16],
+                             metadata={k: v for k, v in cells.items() if k not in MANIFEST_KNOWN})
+            cand.metadata["import_path"] = given
+            if not given:
+                cand.error = f"row {lineno} has an empty path"
+            elif not _inside(root, root / given):
+                cand.error = "outside the import root"
+            if "transcript" in cells and cells["transcript"].strip():
+                cand.transcript = cells["transcript"].strip()
+            if "labels" in cells:
+                try:
+                    cand.labels = parse_labels(cells["labels"])
+                except ValueError as exc:
+                    cand.error = cand.error or str(exc)
+            out.append(cand)
+    except csv.Error as exc:
+        raise ManifestError(f"manifest is not valid CSV: {exc}") from None
+    return out
+
+
+# --- validation -------------------------------------------------------------------------------------
+def validate_file(cand: Candidate) -> Checked:
+    """Everything that can reject a file, done before anything is stored."""
+    checked = Checked(candidate=cand, error=cand.error)
+    if checked.error:
+        return checked
+    if not cand.path.is_file():
+        checked.error = "no such file"
+        return checked
+    try:
+        checked.probe = media.probe_video(cand.path, limits())
+        checked.sha256 = media.sha256_file(cand.path)
+        if cand.transcript is not None:
+            checked.transcript = cand.transcript
+        else:
+            sidecar = media.find_sidecar_transcript(cand.path)
+            checked.transcript = media.read_transcript_file(sidecar) if sidecar else ""
+    except media.MediaRejected as exc:
+        checked.error = str(exc)
+    return checked
+
+
+def validate_all(cands: Iterable[Candidate], workers: int | None = None) -> Iterator[Checked]:
+    """Validate in parallel (ffprobe runs in subprocesses, so threads are enough); results keep input order."""
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        yield from pool.map(validate_file, cands)
+
+
+# --- storing ----------------------------------------------------------------------------------------
+def _import_user():
+    user, created = get_user_model().objects.get_or_create(
+        username=IMPORT_USERNAME, defaults={"is_active": False, "first_name": "Import"})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _store_media(src: Path, rel: str) -> bool:
+    """Copy into MEDIA_ROOT atomically (temp file + rename). Returns True if this call created the file."""
+    dest = Path(settings.MEDIA_ROOT) / rel
+    if dest.exists():
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def clip_media_name(project: Project, sha256: str, container: str) -> str:
+    ext = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi"}.get(container, ".bin")
+    return f"clips/{project.pk}/{sha256[:2]}/{sha256}{ext}"
+
+
+def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
+               labels_verified: bool = False) -> Outcome:
+    """Store one validated file as a clip, or report it as a duplicate. All or nothing."""
+    cand = checked.candidate
+    if checked.error:
+        return Outcome("rejected", cand.display, checked.error)
+    existing = Clip.objects.filter(project=project, sha256=checked.sha256).only("id", "original_name").first()
+    if existing:
+        return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.original_name})",
+                       existing.pk)
+    probe = checked.probe
+    rel = clip_media_name(project, checked.sha256, probe.container)
+    created_file = _store_media(cand.path, rel)
+    try:
+        with transaction.atomic():
+            clip = Clip.objects.create(
+                project=project, file=rel, original_name=cand.display[:300], source=source,
+                sha256=checked.sha256, size_bytes=probe.size_bytes, container=probe.container,
+                duration=probe.duration, fps=probe.fps, width=probe.width, height=probe.height,
+                video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], has_audio=probe.has_audio,
+                transcript=checked.transcript, language=cand.language, metadata=cand.metadata,
+            )
+            if cand.labels:
+                _import_labels(clip, cand.labels, verified=labels_verified)
+            audit.record("clip.imported", clip, actor=actor, project=project,
+                         changes={"source": source, "name": cand.display, "sha256": checked.sha256,
+                                  "labels": cand.labels or [], "labels_verified": labels_verified})
+            from ..tasks import process_clip  # tasks import services; import here to avoid the cycle
+
+            process_clip.delay_on_commit(clip.pk)
+    except IntegrityError:
+        # Another import stored the same content between our check and our insert.
+        if created_file:
+            (Path(settings.MEDIA_ROOT) / rel).unlink(missing_ok=True)
+        existing = Clip.objects.filter(project=project, sha256=checked.sha256).first()
+        if existing is None:
+            raise
+        return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.original_name})",
+                       existing.pk)
+    except BaseException:
+        if created_file:
+            (Path(settings.MEDIA_ROOT) / rel).unlink(missing_ok=True)
+        raise
+    return Outcome("imported", cand.display, f"clip {clip.pk}", clip.pk)
+
+
+def _import_labels(clip: Clip, labels: list[str], *, verified: bool) -> None:
+    """Existing human labels: a submitted annotation by the import user, accepted at once if verified."""
+    now = timezone.now()
+    user = _import_user()
+    annotation = Annotation.objects.create(
+        clip=clip, annotator=user, labels=[{"term": t, "source": "import"} for t in labels],
+        status=Annotation.Status.SUBMITTED, submitted_at=now)
+    if verified:
+        Review.objects.create(annotation=annotation, reviewer=user, decision=Review.Decision.ACCEPT,
+                              reason="imported as verified", annotation_version=annotation.version)
+        clip.label_state, clip.verified_at = Clip.LabelState.VERIFIED, now
+    else:
+        clip.label_state = Clip.LabelState.SUBMITTED
+    clip.save(update_fields=["label_state", "verified_at"])
+
+
+def import_candidates(project: Project, cands: Iterable[Candidate], *, source: str, actor=None,
+                      labels_verified: bool = False, dry_run: bool = False) -> Iterator[Outcome]:
+    """Validate every file first, then store; yields one final Outcome per candidate, in input order."""
+    checked = list(validate_all(list(cands)))
+    seen: dict[str, str] = {}
+    for item in checked:
+        if not item.error and item.sha256 in seen:
+            yield Outcome("duplicate", item.candidate.display, f"same content as {seen[item.sha256]} in this import")
+            continue
+        if not item.error:
+            seen[item.sha256] = item.candidate.display
+        if dry_run:
+            yield Outcome("rejected", item.candidate.display, item.error) if item.error else Outcome(
+                "valid", item.candidate.display)
+            continue
+        yield store_clip(project, item, source=source, actor=actor, labels_verified=labels_verified)
+
+
+def ingest_upload(project: Project, uploaded, *, actor, transcript: str = "", language: str = "") -> Outcome:
+    """A file from the web form: written to a private temp file, then the same path as an import."""
+    name = Path(uploaded.name or "upload").name[:200]
+    if uploaded.size is not None and uploaded.size > settings.MAX_UPLOAD_BYTES:
+        return Outcome("rejected", name, f"file is {uploaded.size / 1e6:.1f} MB, the limit is "
+                                         f"{settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+    path = getattr(uploaded, "temporary_file_path", None)
+    tmp_path = None
+    try:
+        if path is None:
+            fd, tmp_path = tempfile.mkstemp(prefix="affectloop-upload-")
+            with os.fdopen(fd, "wb") as out:
+                for chunk in uploaded.chunks():
+                    out.write(chunk)
+            path = tmp_path
+        else:
+            path = path()
+        cand = Candidate(path=Path(path), display=name, transcript=transcript.strip() or "", language=language,
+                         metadata={"uploaded_name": name})
+        return store_clip(project, validate_file(cand), source="upload", actor=actor)
+    finally:
+        if tmp_path:
+            Path(tmp_path).unlink(missing_ok=True)
+
+
+# --- media task -------------------------------------------------------------------------------------
+def process_clip(clip_id: int) -> str:
+    """Probe the stored file, record its facts, make the thumbnail, mark the clip ready. Idempotent."""
+    with transaction.atomic():
+        clip = Clip.objects.select_for_update().filter(pk=clip_id).first()
+        if clip is None:
+            return "missing"
+        if clip.status == Clip.Status.READY:
+            return "ready"
+        clip.status = Clip.Status.PROCESSING
+        clip.save(update_fields=["status", "updated_at"])
+    path = Path(clip.file.path)
+    try:
+        probe = media.probe_video(path, limits())
+        digest = media.sha256_file(path)
+        if digest != clip.sha256:
+            raise media.MediaRejected("stored file does not match its checksum")
+        thumb_rel = f"thumbs/{clip.project_id}/{clip.sha256[:2]}/{clip.sha256}.jpg"
+        thumb_abs = Path(settings.MEDIA_ROOT) / thumb_rel
+        thumb_abs.parent.mkdir(parents=True, exist_ok=True)
+        media.make_thumbnail(path, thumb_abs, at_seconds=min(1.0, probe.duration / 2))
+    except media.MediaRejected as exc:
+        Clip.objects.filter(pk=clip_id).update(status=Clip.Status.FAILED, error=str(exc), updated_at=timezone.now())
+        return "failed"
+    Clip.objects.filter(pk=clip_id).update(
+        status=Clip.Status.READY, error="", thumbnail=thumb_rel, duration=probe.duration, fps=probe.fps,
+        width=probe.width, height=probe.height, has_audio=probe.has_audio, size_bytes=probe.size_bytes,
+        video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], container=probe.container,
+        ready_at=timezone.now(), updated_at=timezone.now())
+    return "ready"

@@ -1,0 +1,204 @@
+"""Affectloop settings: everything comes from the environment and bad values stop start-up.
+
+The embedded default (no servers) is SQLite in WAL mode plus Celery's filesystem broker, all under one
+data directory, AFFECTLOOP_DATA_DIR. DATABASE_URL and CELERY_BROKER_URL switch to PostgreSQL and
+Redis/RabbitMQ. The README lists every variable.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_float, env_int, env_list, env_str, secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("AFFECTLOOP_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+SECRET_KEY = secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "django_celery_results",
+    "annotations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- database -------------------------------------------------------------------------------------
+def _database(url: str) -> dict:
+    try:
+        db = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        if db["NAME"] and db["NAME"] != ":memory:":
+            Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)  # first use creates the data dir
+        db["CONN_MAX_AGE"] = 0
+        # WAL lets the web server read while a worker writes; IMMEDIATE takes the write lock at BEGIN so
+        # concurrent writers queue on busy_timeout instead of failing with "database is locked".
+        db["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        }
+    elif db["ENGINE"] not in ("django.db.backends.postgresql",):
+        raise ImproperlyConfigured(f"DATABASE_URL engine {db['ENGINE']} is not supported (use sqlite or postgres)")
+    return db
+
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affectloop.sqlite3'}"
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+MIGRATION_MODULES = {"annotations": "migrations"}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "annotations:project-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("AFFECTLOOP_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- files ----------------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("AFFECTLOOP_STATIC_ROOT", str(DATA_DIR / "static")))
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(env_str("AFFECTLOOP_MEDIA_ROOT", str(DATA_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Empty: the app streams media itself (HTTP Range included). Behind nginx set it to the internal
+# location, e.g. /protected-media/, and the app answers with X-Accel-Redirect after the membership check.
+MEDIA_ACCEL_PREFIX = env_str("AFFECTLOOP_MEDIA_ACCEL_PREFIX", "") or ""
+if MEDIA_ACCEL_PREFIX and not (MEDIA_ACCEL_PREFIX.startswith("/") and MEDIA_ACCEL_PREFIX.endswith("/")):
+    raise ImproperlyConfigured("AFFECTLOOP_MEDIA_ACCEL_PREFIX must start and end with '/'")
+
+MAX_UPLOAD_BYTES = env_int("AFFECTLOOP_MAX_UPLOAD_MB", 500, minimum=1) * 1024 * 1024
+MAX_CLIP_SECONDS = env_float("AFFECTLOOP_MAX_CLIP_SECONDS", 600.0, minimum=0.1)
+MAX_CLIP_WIDTH = env_int("AFFECTLOOP_MAX_CLIP_WIDTH", 3840, minimum=16)
+MAX_CLIP_HEIGHT = env_int("AFFECTLOOP_MAX_CLIP_HEIGHT", 2160, minimum=16)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+FILE_UPLOAD_PERMISSIONS = 0o640
+DATA_UPLOAD_MAX_NUMBER_FILES = 200
+
+# --- security -------------------------------------------------------------------------------------
+HTTPS = env_bool("AFFECTLOOP_HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("AFFECTLOOP_HSTS_SECONDS", 31536000)
+    SECURE_SSL_REDIRECT = env_bool("AFFECTLOOP_SSL_REDIRECT", False)
+
+# --- celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+BROKER_DIR = DATA_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Kombu's filesystem transport: producer and consumer must share one folder, and it must exist.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Longer than the slowest task (training chunks), or Redis redelivers it while it still runs.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AFFECTLOOP_VISIBILITY_TIMEOUT", 4 * 3600)}
+elif not CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://", "memory://")):
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL scheme not supported: {CELERY_BROKER_URL.split(':', 1)[0]}")
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_CACHE_BACKEND = "django-cache"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Installed into django-celery-beat's tables at beat start-up; editable in the admin afterwards.
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-clips": {"task": "affectloop.media.requeue_stale_clips", "schedule": 300.0},
+}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "affectloop.media.*": {"queue": "media"},
+    "affectloop.gpu.*": {"queue": "gpu"},
+    "affectloop.train.*": {"queue": "train"},
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("AFFECTLOOP_TASK_TIME_LIMIT", 1800, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30 if CELERY_TASK_TIME_LIMIT > 60 else None
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- api ------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Affectloop API", "VERSION": "0.1.0", "SERVE_INCLUDE_SCHEMA": False}
+
+# --- logging --------------------------------------------------------------------------------------
+LOG_LEVEL = (env_str("AFFECTLOOP_LOG_LEVEL", "INFO") or "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"AFFECTLOOP_LOG_LEVEL={LOG_LEVEL!r} is not a log level")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from annotations import views as annotation_views
+
+admin.site.site_header = "Affectloop administration"
+admin.site.site_title = "Affectloop"
+
+urlpatterns = [
+    path("healthz", annotation_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("annotations.urls")),
+]
