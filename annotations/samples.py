@@ -1,0 +1,239 @@
+"""Synthetic sample clips for demos, tests and benchmarks.
+
+Each clip is a short H.264 + AAC MP4 of 2-3 coloured scenes with a moving box, whose soundtrack is
+espeak-ng reading a one-line transcript (or a speech-like warbling tone when espeak-ng is missing or
+`speech=False`). The scene colours lean towards a hue per emotion, so a model can learn colour ->
+emotion as well as transcript -> emotion from them.
+
+Transcripts and labels depend only on `seed` and the clip index; every clip of one call has
+different pixels and sound, so their sha256 differ.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import os
+import random
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.csv"
+_SAMPLE_RATE = 22050
+_NAMES = ["Sam", "Alex", "Maya", "Leo", "Nora", "Omar", "Iris", "Theo", "Lena", "Ravi"]
+
+
+@dataclass(frozen=True)
+class _Emotion:
+    hue: float  # 0..1, the colour the scenes lean towards
+    lines: tuple[tuple[tuple[str, ...], str], ...]  # (labels, sentence); {name} is filled in
+
+
+# Open vocabulary: every line carries its own label set, the first label being the row's emotion.
+EMOTIONS: dict[str, _Emotion] = {
+    "happy": _Emotion(0.14, (
+        (("happy",), "What a lovely day, {name}."),
+        (("happy", "excited"), "{name}, we actually won!"),
+        (("happy", "grateful"), "Thank you so much, this means a lot."),
+    )),
+    "sad": _Emotion(0.62, (
+        (("sad",), "I miss the way things used to be."),
+        (("sad", "lonely"), "Nobody came to see me, {name}."),
+        (("sad", "disappointed"), "I really thought it would work this time."),
+    )),
+    "angry": _Emotion(0.0, (
+        (("angry",), "Don't you dare talk to me like that."),
+        (("angry", "frustrated"), "I told you three times, {name}!"),
+        (("angry", "betrayed"), "You promised you would never do that."),
+    )),
+    "anxious": _Emotion(0.78, (
+        (("anxious",), "What if they don't call back?"),
+        (("anxious", "relieved"), "I was so worried, but it's fine now."),
+        (("anxious", "nervous"), "My hands are shaking, {name}."),
+    )),
+    "surprised": _Emotion(0.5, (
+        (("surprised",), "Wait, is that really you, {name}?"),
+        (("surprised", "happy"), "No way, you came all this way!"),
+        (("surprised", "confused"), "Hold on, how did that even happen?"),
+    )),
+    "disgusted": _Emotion(0.25, (
+        (("disgusted",), "Ugh, that smells absolutely awful."),
+        (("disgusted", "angry"), "I can't believe you would eat that, {name}."),
+        (("disgusted",), "Get it away from me, please."),
+    )),
+    "excited": _Emotion(0.08, (
+        (("excited",), "The tickets just arrived, {name}!"),
+        (("excited", "happy"), "We leave for the beach tomorrow!"),
+        (("excited", "anxious"), "The big show starts in five minutes."),
+    )),
+    "relieved": _Emotion(0.38, (
+        (("relieved",), "Phew, we made it just in time."),
+        (("relieved", "grateful"), "Thank goodness you found it, {name}."),
+        (("relieved", "happy"), "The test came back clear."),
+    )),
+    "frustrated": _Emotion(0.04, (
+        (("frustrated",), "Why does this never work?"),
+        (("frustrated", "tired"), "I've tried this all day, {name}."),
+        (("frustrated", "angry"), "The printer jammed again!"),
+    )),
+    "calm": _Emotion(0.45, (
+        (("calm",), "Let's just sit here for a while."),
+        (("calm", "content"), "The sea is so quiet tonight, {name}."),
+        (("calm",), "Take a breath, everything is fine."),
+    )),
+    "proud": _Emotion(0.11, (
+        (("proud",), "I finished the marathon, {name}."),
+        (("proud", "happy"), "Look what my daughter built."),
+        (("proud", "grateful"), "We did this together, all of us."),
+    )),
+    "confused": _Emotion(0.7, (
+        (("confused",), "Sorry, what do you mean, {name}?"),
+        (("confused", "anxious"), "Which train am I supposed to take?"),
+        (("confused", "surprised"), "That's not what the sign said."),
+    )),
+}
+
+
+@dataclass(frozen=True)
+class SampleClip:
+    path: Path  # the .mp4
+    transcript: str
+    labels: list[str] = field(hash=False)  # the emotion words this clip "shows"
+    language: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything needed to render one clip, drawn from the per-clip RNG."""
+    index: int
+    transcript: str
+    labels: list[str]
+    colours: list[str]  # one per scene, "0xRRGGBB"
+    box_colour: str
+    box_speed: float  # pixels per second
+    box_y: float  # 0..1 of the free height
+    tone_hz: float
+
+
+def generate_sample_clips(out_dir, count: int, *, seconds: float = 2.0, width: int = 320, height: int = 240,
+                          fps: int = 15, seed: int = 0, speech: bool | None = None,
+                          workers: int | None = None) -> list[SampleClip]:
+    """Render `count` clips into `out_dir` with .srt sidecars and a manifest.csv; return them in order.
+
+    speech: None uses espeak-ng when it is on PATH; True requires it; False always uses a tone.
+    """
+    if shutil.which("ffmpeg") is None:
+        raise RuntimeError("ffmpeg is not installed or not on PATH")
+    espeak = shutil.which("espeak-ng")
+    if speech and espeak is None:
+        raise RuntimeError("speech=True needs espeak-ng on PATH")
+    use_speech = espeak is not None and speech is not False
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(count - 1)))
+
+    def render(plan: _Plan) -> SampleClip:
+        path = out_dir / f"clip_{plan.index:0{digits}d}.mp4"
+        wav = _speak(plan.transcript, seconds) if use_speech else None
+        _render_mp4(path, plan, wav, seconds=seconds, width=width, height=height, fps=fps)
+        path.with_suffix(".srt").write_text(_srt(plan.transcript, seconds), encoding="utf-8")
+        return SampleClip(path=path, transcript=plan.transcript, labels=plan.labels, language="en")
+
+    plans = [_plan(seed, i) for i in range(count)]
+    # Each ffmpeg runs single-threaded; the pool gives the parallelism (threads just wait on processes).
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        clips = list(pool.map(render, plans))
+
+    with open(out_dir / MANIFEST_NAME, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "transcript", "language", "labels"])
+        for clip in clips:
+            writer.writerow([clip.path.name, clip.transcript, clip.language, repr(clip.labels)])
+    return clips
+
+
+def _plan(seed: int, index: int) -> _Plan:
+    # A string seed is hashed stably (unlike hash()), so plans are the same on every run and machine.
+    rng = random.Random(f"affectloop-samples:{seed}:{index}")
+    emotion = EMOTIONS[rng.choice(sorted(EMOTIONS))]
+    labels, line = rng.choice(emotion.lines)
+    scenes = rng.choice((2, 3))
+    colours = [_colour(emotion.hue + rng.uniform(-0.04, 0.04), rng.uniform(0.5, 1.0), rng.uniform(0.35, 0.95))
+               for _ in range(scenes)]
+    return _Plan(
+        index=index,
+        transcript=line.format(name=rng.choice(_NAMES)),
+        labels=list(labels),
+        colours=colours,
+        box_colour=_colour(rng.random(), rng.uniform(0.0, 0.4), 1.0),
+        box_speed=rng.uniform(40, 160) * rng.choice((-1, 1)),
+        box_y=rng.random(),
+        tone_hz=rng.uniform(110, 260),
+    )
+
+
+def _colour(h: float, s: float, v: float) -> str:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+    return f"0x{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def _speak(text: str, seconds: float) -> bytes:
+    """espeak-ng WAV of `text`, talking faster when the sentence would not fit in the clip."""
+    words = len(text.split())
+    wpm = int(min(320, max(170, words * 60 / (seconds * 0.85))))
+    proc = subprocess.run(["espeak-ng", "--stdout", "-v", "en", "-s", str(wpm), text],
+                          capture_output=True, timeout=30, check=True)
+    return proc.stdout
+
+
+def _render_mp4(path: Path, plan: _Plan, wav: bytes | None, *, seconds: float, width: int, height: int,
+                fps: int) -> None:
+    n = len(plan.colours)
+    scene = seconds / n
+    graph = [f"color=c={c}:s={width}x{height}:r={fps}:d={scene:.4f}[s{i}]" for i, c in enumerate(plan.colours)]
+    box = max(8, min(width, height) // 6)
+    # The box slides across and wraps; its speed and height differ per clip.
+    x = f"mod({plan.index * 7}+t*{plan.box_speed:.2f}+{width},{width})"
+    y = int(plan.box_y * (height - box))
+    graph.append("".join(f"[s{i}]" for i in range(n))
+                 + f"concat=n={n}:v=1:a=0,drawbox=x='{x}':y={y}:w={box}:h={box}:c={plan.box_colour}:t=fill[v]")
+    if wav is not None:
+        inputs = ["-f", "wav", "-i", "pipe:0"]
+        graph.append(f"[0:a]aresample={_SAMPLE_RATE},apad[a]")
+    else:
+        # Speech-like: a pitch that wobbles (FM) at a syllable-ish amplitude rate.
+        f0 = plan.tone_hz
+        expr = f"0.35*(0.55+0.45*sin(2*PI*4.3*t))*sin(2*PI*{f0:.2f}*t+3*sin(2*PI*2.7*t))"
+        inputs = []
+        graph.append(f"aevalsrc='{expr}':s={_SAMPLE_RATE}:d={seconds:.4f}[a]")
+    tmp = path.with_name(f".{path.name}.tmp.mp4")  # renamed at the end: no half-written clips
+    cmd = [
+        "ffmpeg", "-v", "error", "-hide_banner", "-y", "-filter_complex_threads", "1",
+        *inputs, "-filter_complex", ";".join(graph), "-map", "[v]", "-map", "[a]", "-t", f"{seconds:.4f}",
+        "-c:v", "libx264", "-preset", "veryfast", "-threads", "1", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "48k", "-ac", "1",
+        "-movflags", "+faststart", "-f", "mp4", str(tmp),
+    ]
+    proc = subprocess.run(cmd, input=wav, capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"ffmpeg failed for {path.name}: {proc.stderr.decode(errors='replace')[-500:]}")
+    os.replace(tmp, path)
+
+
+def _srt(transcript: str, seconds: float) -> str:
+    """One cue, or two when the sentence is long enough to split."""
+    words = transcript.split()
+    parts = [transcript] if len(words) < 6 else [" ".join(words[: len(words) // 2]),
+                                                 " ".join(words[len(words) // 2:])]
+    step = seconds / len(parts)
+    return "\n".join(f"{i + 1}\n{_ts(i * step)} --> {_ts((i + 1) * step)}\n{text}\n"
+                     for i, text in enumerate(parts))
+
+
+def _ts(t: float) -> str:
+    ms = round(t * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"

@@ -1,0 +1,54 @@
+import ast
+import csv
+import shutil
+
+import pytest
+
+from annotations.media import probe_video, read_transcript_file, sha256_file
+from annotations.samples import MANIFEST_NAME, generate_sample_clips
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH: install ffmpeg to run the sample-clip tests")
+    return generate_sample_clips(tmp_path_factory.mktemp("samples"), 3, seconds=1.0, width=160, height=120)
+
+
+def test_every_clip_passes_validation(clips, limits):
+    for clip in clips:
+        result = probe_video(clip.path, limits)
+        assert result.duration == pytest.approx(1.0, abs=0.2)
+        assert (result.width, result.height, result.fps) == (160, 120, 15.0)
+        assert result.has_audio
+
+
+def test_clips_have_distinct_content(clips):
+    assert len({sha256_file(clip.path) for clip in clips}) == 3
+
+
+def test_sidecar_srt_holds_the_transcript(clips):
+    for clip in clips:
+        text = read_transcript_file(clip.path.with_suffix(".srt"))
+        assert text.split() == clip.transcript.split()
+
+
+def test_manifest_lists_every_clip(clips):
+    out_dir = clips[0].path.parent
+    with open(out_dir / MANIFEST_NAME, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+
+    assert reader.fieldnames == ["path", "transcript", "language", "labels"]
+    assert [row["path"] for row in rows] == [clip.path.name for clip in clips]
+    for row, clip in zip(rows, clips):
+        assert (out_dir / row["path"]).is_file()
+        assert row["transcript"] == clip.transcript and row["language"] == "en"
+        labels = ast.literal_eval(row["labels"])
+        assert labels == clip.labels and labels and all(isinstance(word, str) for word in labels)
+
+
+def test_same_seed_gives_the_same_transcripts_and_labels(clips, tmp_path):
+    again = generate_sample_clips(tmp_path, 3, seconds=1.0, width=160, height=120, speech=False)
+
+    assert [(c.transcript, c.labels) for c in again] == [(c.transcript, c.labels) for c in clips]
