@@ -30,7 +30,7 @@ $(AFFECTLOOP_DATA_DIR)/secret_key:
 run: venv $(if $(filter $(AFFECTLOOP_DATA_DIR)/secret_key,$(DJANGO_SECRET_KEY_FILE)),$(AFFECTLOOP_DATA_DIR)/secret_key)
 	@command -v ffprobe >/dev/null || echo "warning: ffmpeg/ffprobe not found: clips cannot be validated (apt-get install ffmpeg)"
 	$(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
+	PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

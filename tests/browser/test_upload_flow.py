@@ -1,0 +1,108 @@
+"""A manager's first minutes in a real Chromium against `make run`: log in, create a project, upload a
+clip, and watch the page (its own polling script) turn the clip ready with a thumbnail and a duration.
+A transcript with markup in it must come back as text.
+"""
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_video, needs_ffmpeg
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+READY_TIMEOUT_MS = 60_000
+SCREENSHOT_COPY = Path("/tmp/affectloop-project.png")
+HOSTILE = "<script>alert(1)</script>"
+
+pytestmark = [pytest.mark.browser, needs_ffmpeg]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); never `playwright install` here")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def test_manager_uploads_a_clip_and_sees_it_ready(embedded_platform, page, tmp_path):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    dialogs: list[str] = []
+
+    def on_dialog(dialog):
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    video = make_video(tmp_path / "first-interview.mp4", seconds=2.0,
+                       extra=["-metadata", f"comment={uuid.uuid4()}"])
+    name = f"Browser {uuid.uuid4().hex[:8]}"
+
+    # Log in by typing, as a person would.
+    page.goto(f"{platform.url}/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    page.get_by_label("Username").fill(platform.admin_user)
+    page.get_by_label("Password").fill(platform.admin_password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+    # Create a project.
+    page.get_by_role("link", name="New project").click()
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Description").fill("Interviews recorded for the pilot")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name=name)).to_be_visible()
+    expect(page.locator(".messages")).to_contain_text(f"Project {name} created.")
+
+    # Upload one clip with a transcript that carries markup.
+    page.locator("#id_files").set_input_files(str(video))
+    page.locator("#id_transcript").fill(f"{HOSTILE} she said, laughing")
+    page.locator("#id_language").fill("en")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".messages .msg-success")).to_contain_text("imported first-interview.mp4")
+
+    # The page polls status.json and reloads itself; no test-side reloads here.
+    row = page.locator("table.clips tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", re.compile("^(ready|failed)$"), timeout=READY_TIMEOUT_MS)
+    assert row.get_attribute("data-status") == "ready", (
+        f"clip failed: {row.locator('td.status').inner_text()}\n{platform.log_tail()}")
+    expect(row.locator("td.status .badge")).to_have_text("ready")
+    expect(row.locator("td.duration")).to_have_text("2.0 s")
+
+    thumb = row.locator("td.thumb img")
+    thumb.scroll_into_view_if_needed()
+    expect(thumb).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+    assert thumb.evaluate("img => img.naturalWidth") > 0
+
+    # The markup is shown as text, never parsed into an element, and no script ran.
+    transcript = row.locator("td.transcript")
+    expect(transcript).to_contain_text(HOSTILE)
+    assert transcript.locator("script").count() == 0
+    assert page.locator("main script").count() == 0
+    assert dialogs == [], f"a dialog fired: {dialogs}"
+
+    shot = tmp_path / "project.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    assert dialogs == []
