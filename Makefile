@@ -3,13 +3,16 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev
-export AFFECTLOOP_DATA_DIR ?= $(CURDIR)/var
-export AFFECTLOOP_HOST ?= 127.0.0.1
-export AFFECTLOOP_PORT ?= 8000
+# Passed to `make run` only: the tests make their own data dir.
+AFFECTLOOP_DATA_DIR ?= $(CURDIR)/var
+AFFECTLOOP_HOST ?= 127.0.0.1
+AFFECTLOOP_PORT ?= 8000
+RUN_ENV := AFFECTLOOP_DATA_DIR=$(AFFECTLOOP_DATA_DIR) AFFECTLOOP_HOST=$(AFFECTLOOP_HOST) AFFECTLOOP_PORT=$(AFFECTLOOP_PORT)
 
 # `make run` keeps a generated secret in the data dir unless one is given in the environment.
 ifeq ($(strip $(DJANGO_SECRET_KEY)$(DJANGO_SECRET_KEY_FILE)),)
-export DJANGO_SECRET_KEY_FILE := $(AFFECTLOOP_DATA_DIR)/secret_key
+RUN_SECRET := $(AFFECTLOOP_DATA_DIR)/secret_key
+RUN_ENV += DJANGO_SECRET_KEY_FILE=$(RUN_SECRET)
 endif
 
 .PHONY: run test venv bench-ingest clean-data
@@ -27,10 +30,10 @@ $(AFFECTLOOP_DATA_DIR)/secret_key:
 	mkdir -p $(AFFECTLOOP_DATA_DIR)
 	umask 077; $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
-run: venv $(if $(filter $(AFFECTLOOP_DATA_DIR)/secret_key,$(DJANGO_SECRET_KEY_FILE)),$(AFFECTLOOP_DATA_DIR)/secret_key)
+run: venv $(RUN_SECRET)
 	@command -v ffprobe >/dev/null || echo "warning: ffmpeg/ffprobe not found: clips cannot be validated (apt-get install ffmpeg)"
-	$(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
-	PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
+	$(RUN_ENV) $(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
+	$(RUN_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -135,6 +135,14 @@ class SnapshotItemInline(admin.TabularInline):
     raw_id_fields = ["clip"]
 
 
+@admin.register(SnapshotItem)
+class SnapshotItemAdmin(ProjectScopedAdmin):
+    project_path = "snapshot__project"
+    list_display = ["id", "snapshot", "clip", "split"]
+    list_filter = ["split"]
+    raw_id_fields = ["snapshot", "clip"]
+
+
 @admin.register(DatasetSnapshot)
 class DatasetSnapshotAdmin(ProjectScopedAdmin):
     list_display = ["name", "project", "clip_count", "content_hash", "created_at"]

@@ -1,3 +1,4 @@
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -7,6 +8,34 @@ from . import audit
 
 class ProjectError(ValueError):
     pass
+
+
+MANAGERS_GROUP = "Project managers"
+# What a project manager may do in the Django admin; the admin itself limits rows to their projects.
+_MANAGER_PERMS = {
+    "view": ["project", "membership", "clip", "prediction", "annotation", "review", "cliplease", "emotionterm",
+             "modelversion", "trainingrun", "datasetsnapshot", "snapshotitem", "export", "auditevent"],
+    "change": ["project", "membership", "clip", "emotionterm", "modelversion", "trainingrun", "datasetsnapshot"],
+    "add": ["membership", "emotionterm"],
+    "delete": ["membership", "emotionterm", "cliplease"],
+}
+
+
+def managers_group() -> Group:
+    group, _ = Group.objects.get_or_create(name=MANAGERS_GROUP)
+    codenames = [f"{action}_{model}" for action, models in _MANAGER_PERMS.items() for model in models]
+    perms = list(Permission.objects.filter(content_type__app_label="annotations", codename__in=codenames))
+    perms += list(Permission.objects.filter(content_type__app_label="auth", codename="view_user"))
+    group.permissions.set(perms)
+    return group
+
+
+def _grant_admin(user) -> None:
+    """Managers use the Django admin for their projects: staff status plus the managers group."""
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    user.groups.add(managers_group())
 
 
 def create_project(*, name: str, creator, description: str = "") -> Project:
@@ -24,6 +53,7 @@ def create_project(*, name: str, creator, description: str = "") -> Project:
                                          created_by=creator if getattr(creator, "pk", None) else None)
         if getattr(creator, "pk", None):
             Membership.objects.create(project=project, user=creator, role=Role.MANAGER)
+            _grant_admin(creator)
         audit.record("project.created", project, actor=creator, project=project, changes={"name": name})
     return project
 
@@ -34,6 +64,8 @@ def set_membership(*, project: Project, user, role: str, actor=None, trusted: bo
     with transaction.atomic():
         membership, created = Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": role, "trusted": trusted})
+        if role == Role.MANAGER:
+            _grant_admin(user)
         audit.record("membership.set", membership, actor=actor, project=project,
                      changes={"user": user.get_username(), "role": role, "trusted": trusted, "created": created})
     return membership
