@@ -52,3 +52,19 @@ def test_same_seed_gives_the_same_transcripts_and_labels(clips, tmp_path):
     again = generate_sample_clips(tmp_path, 3, seconds=1.0, width=160, height=120, speech=False)
 
     assert [(c.transcript, c.labels) for c in again] == [(c.transcript, c.labels) for c in clips]
+
+
+def test_make_sample_clips_command(tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH: install ffmpeg to run the sample-clip tests")
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("make_sample_clips", "--out", str(tmp_path / "demo"), "--count", "2", "--seconds", "1",
+                 "--size", "160x120", "--no-speech", stdout=out)
+    assert out.getvalue().strip().endswith("manifest.csv")
+    assert len(list((tmp_path / "demo").glob("*.mp4"))) == 2
+    with pytest.raises(Exception, match="size"):
+        call_command("make_sample_clips", "--out", str(tmp_path / "x"), "--count", "1", "--size", "161x120")
