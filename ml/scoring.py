@@ -1,0 +1,36 @@
+"""Per-label confidence from the generated tokens, without torch.
+
+A backend decodes greedily and keeps, for every generated token, its text and its probability. Each parsed
+label is located in the generated text (in order), and its score is the mean probability of the tokens that
+overlap it. A label the text does not contain verbatim (a canonicalised form) gets the mean over the whole
+answer, flagged by the caller if it matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def label_scores(token_texts: Sequence[str], token_probs: Sequence[float], labels: Sequence[str]) -> list[float]:
+    if len(token_texts) != len(token_probs):
+        raise ValueError("one probability per token is needed")
+    spans, pos = [], 0
+    for text in token_texts:
+        spans.append((pos, pos + len(text)))
+        pos += len(text)
+    full = "".join(token_texts).lower()
+    overall = sum(token_probs) / len(token_probs) if token_probs else 0.0
+    scores, cursor = [], 0
+    for label in labels:
+        needle = label.lower()
+        start = full.find(needle, cursor) if needle else -1
+        if start < 0:
+            start = full.find(needle) if needle else -1
+        if start < 0:
+            scores.append(overall)
+            continue
+        end = start + len(needle)
+        cursor = end
+        probs = [p for (a, b), p in zip(spans, token_probs) if a < end and b > start]
+        scores.append(sum(probs) / len(probs) if probs else overall)
+    return scores
