@@ -1,0 +1,250 @@
+"""InternVL (transformers-native, e.g. OpenGVLab/InternVL3-1B-hf) as a pre-labelling backend.
+
+Worker-only module: torch, transformers and peft are imported at module level on purpose; the web process
+must never import it.
+
+Frames go in as a video, so the processor renders each one as exactly one image tile
+("FrameN: <img><IMG_CONTEXT> x tokens_per_frame</img>"). Dynamic tiling (`crop_to_patches`) exists only on
+the image path, which the processor switches on by default; the video path never tiles, but it resizes to
+the *video processor's* size (384 px by default in transformers), which need not match the vision tower,
+so the size is forced to the model's image size on every call and checked on the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGeneration
+
+from ml.labels import analyse
+from ml.prompts import INTERNVL_PROMPT_VERSION, internvl_user_text
+from ml.scoring import label_scores
+from ml.types import ClipInput, Label, Prediction
+from ml.video import VideoReadError, sample_frames
+from ml.vocabulary import Vocabulary
+
+SOURCE = "internvl"
+# Language model only: a bare ["q_proj", ...] list would also wrap the vision tower's projections.
+LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass
+class PreparedBatch:
+    inputs: BatchFeature | None
+    rows: list[int]  # for each batch row, the index of its clip in the request
+    errors: dict[int, str]  # clip index -> why its video could not be used
+
+
+def adapter_id(path: str | Path) -> str:
+    """Folder name plus a short hash of the weights: two different adapters never share an id."""
+    folder = Path(path)
+    weights = next((folder / name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"no adapter weights in {folder}")
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
+
+
+class InternVLBackend:
+    name = SOURCE
+
+    def __init__(self, model_path: str, *, adapter: str | None = None, num_frames: int = 8,
+                 device: str | None = None, max_new_tokens: int = 48, dtype: torch.dtype | None = None,
+                 batch_size: int = 8) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.num_frames, self.max_new_tokens, self.batch_size = num_frames, max_new_tokens, batch_size
+        self.base_name = Path(str(model_path).rstrip("/")).name
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.base_model = InternVLForConditionalGeneration.from_pretrained(model_path, dtype=self.dtype)
+        self.base_model.to(self.device).eval()
+        self.model: InternVLForConditionalGeneration | PeftModel = self.base_model
+
+        config = self.base_model.config
+        self.image_size = int(config.vision_config.image_size[0])
+        patch = int(config.vision_config.patch_size[0])
+        self.image_tokens_per_frame = round((self.image_size / patch) ** 2 * config.downsample_ratio ** 2)
+        if self.processor.image_seq_length != self.image_tokens_per_frame:
+            raise ValueError(f"processor expands each frame to {self.processor.image_seq_length} tokens, "
+                             f"the model expects {self.image_tokens_per_frame}")
+        tokenizer = self.processor.tokenizer
+        eos = self.base_model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self._stop_ids = {i for i in [*eos, tokenizer.eos_token_id, tokenizer.pad_token_id] if i is not None}
+        self._pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+        self._adapters: dict[str, str] = {}  # peft adapter name -> adapter id (with weights hash)
+        self._active: str | None = None
+        if adapter:
+            self.use_adapter(self.add_adapter(adapter))
+
+    # --- adapters ------------------------------------------------------------------------------------
+
+    def add_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load a LoRA adapter next to the others on the same base; returns its name for `use_adapter`."""
+        ident = adapter_id(path)
+        # The default name carries the weights hash, so "runs/1/adapter" and "runs/2/adapter" can coexist.
+        name = name or re.sub(r"[^\w-]", "_", ident)
+        if name in self._adapters:
+            if self._adapters[name] != ident:
+                raise ValueError(f"adapter name {name!r} is already used by {self._adapters[name]}")
+            return name
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.base_model, str(path), adapter_name=name,
+                                                   is_trainable=False)
+        self.model.eval()
+        self._adapters[name] = ident
+        self.use_adapter(self._active)  # loading never switches: peft may have activated the new one
+        return name
+
+    def use_adapter(self, name: str | None) -> None:
+        """Switch to a loaded adapter, or to the bare base with None; the base stays loaded."""
+        if name is not None:
+            if name not in self._adapters:
+                raise KeyError(f"adapter {name!r} is not loaded")
+            self.model.set_adapter(name)
+        self._active = name
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return dict(self._adapters)
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._active
+
+    @property
+    def model_version(self) -> str:
+        adapter = self._adapters[self._active] if self._active else "base"
+        return f"internvl:{self.base_name}+{adapter}+{INTERNVL_PROMPT_VERSION}+f{self.num_frames}"
+
+    @contextmanager
+    def _active_model(self) -> Iterator[torch.nn.Module]:
+        if self._active is None and isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.model
+
+    # --- inputs --------------------------------------------------------------------------------------
+
+    def render_prompt(self, transcript: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "video"},
+                                                 {"type": "text", "text": internvl_user_text(transcript)}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def prepare(self, clips: Sequence[ClipInput]) -> PreparedBatch:
+        rows, videos, errors = [], [], {}
+        for index, clip in enumerate(clips):
+            try:
+                videos.append(sample_frames(clip.video_path, self.num_frames))
+                rows.append(index)
+            except (VideoReadError, OSError) as exc:
+                errors[index] = str(exc) or type(exc).__name__
+        if not rows:
+            return PreparedBatch(None, [], errors)
+        size = {"height": self.image_size, "width": self.image_size}
+        inputs = self.processor(text=[self.render_prompt(clips[i].transcript) for i in rows], videos=videos,
+                                padding=True, padding_side="left", return_tensors="pt",
+                                videos_kwargs={"size": size, "do_sample_frames": False})
+        expected = (len(rows) * self.num_frames, 3, self.image_size, self.image_size)
+        if tuple(inputs["pixel_values"].shape) != expected:
+            raise RuntimeError(f"frames became {tuple(inputs['pixel_values'].shape)}, expected {expected}")
+        return PreparedBatch(inputs.to(self.device, dtype=self.dtype), rows, errors)
+
+    @torch.inference_mode()
+    def next_token_logits(self, clips: Sequence[ClipInput]) -> torch.Tensor:
+        """Logits for the first answer token of each readable clip, under the active adapter."""
+        batch = self.prepare(clips)
+        if batch.inputs is None:
+            raise VideoReadError("; ".join(batch.errors.values()))
+        with self._active_model() as model:
+            return model(**batch.inputs).logits[:, -1].float()
+
+    # --- prediction ----------------------------------------------------------------------------------
+
+    def predict(self, clips: Sequence[ClipInput]) -> list[Prediction]:
+        out: list[Prediction] = []
+        for start in range(0, len(clips), self.batch_size):
+            out.extend(self._predict_batch(clips[start:start + self.batch_size]))
+        return out
+
+    @torch.inference_mode()
+    def _predict_batch(self, clips: Sequence[ClipInput]) -> list[Prediction]:
+        started = time.perf_counter()
+        version = self.model_version
+        batch = self.prepare(clips)
+        done: dict[int, Prediction] = {}
+        if batch.inputs is not None:
+            with self._active_model() as model:
+                generated = model.generate(**batch.inputs, do_sample=False,
+                                           max_new_tokens=self.max_new_tokens, pad_token_id=self._pad_id,
+                                           output_scores=True, return_dict_in_generate=True)
+            prompt_len = batch.inputs["input_ids"].shape[1]
+            new_ids = generated.sequences[:, prompt_len:]
+            # One step at a time: the whole (batch, steps, vocab) block in fp32 is ~230 MB at 151k vocab.
+            chosen = torch.stack([step.float().log_softmax(-1).gather(-1, new_ids[:, t:t + 1]).squeeze(-1)
+                                  for t, step in enumerate(generated.scores)], dim=1).exp()
+            prompt_tokens = batch.inputs["attention_mask"].sum(dim=1).tolist()
+            seconds = (time.perf_counter() - started) / len(batch.rows)
+            for row, index in enumerate(batch.rows):
+                ids, probs = new_ids[row].tolist(), chosen[row].tolist()
+                stop = next((i for i, t in enumerate(ids) if t in self._stop_ids), None)
+                truncated = stop is None
+                ids, probs = ids[:stop], probs[:stop]
+                raw_text, labels, flags = self._read_answer(ids, probs)
+                done[index] = Prediction(
+                    clip_id=clips[index].clip_id, labels=labels, raw_text=raw_text, model_version=version,
+                    prompt_tokens=int(prompt_tokens[row]), seconds=seconds,
+                    flags=flags + (["truncated"] if truncated else []))
+        return [done.get(index) or Prediction(
+            clip_id=clip.clip_id, labels=[], raw_text="", model_version=version, prompt_tokens=0, seconds=0.0,
+            error=batch.errors.get(index, "not processed")) for index, clip in enumerate(clips)]
+
+    def _token_texts(self, ids: list[int]) -> list[str]:
+        """Each token's share of the decoded text; a token that ends inside a multi-byte character gets ""
+        and the token completing the character carries it, so the pieces always join to the answer."""
+        decode = self.processor.tokenizer.decode
+        texts, previous = [], ""
+        for i in range(len(ids)):
+            current = decode(ids[:i + 1], skip_special_tokens=True)
+            if current.endswith("\ufffd") and i + 1 < len(ids):
+                texts.append("")
+                continue
+            texts.append(current[len(previous):])
+            previous = current
+        return texts
+
+    def _read_answer(self, ids: list[int], probs: list[float]) -> tuple[str, list[Label], list[str]]:
+        token_texts = self._token_texts(ids)
+        raw_text = "".join(token_texts)
+        return (raw_text, *labels_from_answer(raw_text, token_texts, probs))
+
+
+def labels_from_answer(raw_text: str, token_texts: Sequence[str],
+                       token_probs: Sequence[float]) -> tuple[list[Label], list[str]]:
+    """Canonical labels scored by the tokens that wrote them: the raw word is what the text contains, the
+    canonical term is what is stored; the first raw word of each term gives its score."""
+    parsed = analyse(raw_text)
+    vocab = Vocabulary.default()
+    scores = dict(zip(parsed.raw, label_scores(token_texts, token_probs, parsed.raw), strict=True))
+    first_raw: dict[str, str] = {}
+    for word in parsed.raw:
+        first_raw.setdefault(vocab.canonical(word) or word, word)
+    labels = [Label(term=term, score=scores.get(first_raw.get(term, ""), None), source=SOURCE)
+              for term in parsed.terms]
+    return labels, list(parsed.flags)
