@@ -34,3 +34,23 @@ def label_scores(token_texts: Sequence[str], token_probs: Sequence[float], label
         probs = [p for (a, b), p in zip(spans, token_probs) if a < end and b > start]
         scores.append(sum(probs) / len(probs) if probs else overall)
     return scores
+
+
+def scored_labels(raw_text: str, token_texts: Sequence[str], token_probs: Sequence[float], *, source: str,
+                  expect_json: bool) -> tuple[list, list[str]]:
+    """Canonical labels of an answer, each scored by the tokens that wrote its first raw form.
+
+    The raw word is what the text contains; the canonical term is what is stored.
+    """
+    from .labels import analyse
+    from .types import Label
+    from .vocabulary import Vocabulary
+
+    parsed = analyse(raw_text, expect_json=expect_json)
+    vocab = Vocabulary.default()
+    scores = dict(zip(parsed.raw, label_scores(token_texts, token_probs, parsed.raw), strict=True))
+    first_raw: dict[str, str] = {}
+    for word in parsed.raw:
+        first_raw.setdefault(vocab.canonical(word) or word, word)
+    labels = [Label(term=term, score=scores.get(first_raw.get(term, "")), source=source) for term in parsed.terms]
+    return labels, list(parsed.flags)

@@ -24,12 +24,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGeneration
 
-from ml.labels import analyse
 from ml.prompts import INTERNVL_PROMPT_VERSION, internvl_user_text
-from ml.scoring import label_scores
+from ml.scoring import scored_labels
 from ml.types import ClipInput, Label, Prediction
 from ml.video import VideoReadError, sample_frames
-from ml.vocabulary import Vocabulary
 
 SOURCE = "internvl"
 # Language model only: a bare ["q_proj", ...] list would also wrap the vision tower's projections.
@@ -237,14 +235,4 @@ class InternVLBackend:
 
 def labels_from_answer(raw_text: str, token_texts: Sequence[str],
                        token_probs: Sequence[float]) -> tuple[list[Label], list[str]]:
-    """Canonical labels scored by the tokens that wrote them: the raw word is what the text contains, the
-    canonical term is what is stored; the first raw word of each term gives its score."""
-    parsed = analyse(raw_text)
-    vocab = Vocabulary.default()
-    scores = dict(zip(parsed.raw, label_scores(token_texts, token_probs, parsed.raw), strict=True))
-    first_raw: dict[str, str] = {}
-    for word in parsed.raw:
-        first_raw.setdefault(vocab.canonical(word) or word, word)
-    labels = [Label(term=term, score=scores.get(first_raw.get(term, ""), None), source=SOURCE)
-              for term in parsed.terms]
-    return labels, list(parsed.flags)
+    return scored_labels(raw_text, token_texts, token_probs, source=SOURCE, expect_json=True)

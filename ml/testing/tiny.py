@@ -18,9 +18,13 @@ def build(kind: str, out: Path, seed: int = 0) -> Path:
 
         return build_tiny_internvl(out, seed=seed)
     if kind == "affectgpt":
-        from .tiny_affectgpt import build_tiny_affectgpt
+        from ..backends.affectgpt import AffectGPTModel
+        from .tiny_affectgpt import build_tiny_affectgpt, write_official_style_checkpoint
 
-        return build_tiny_affectgpt(out, seed=seed)
+        build_tiny_affectgpt(out, seed=seed)
+        # A checkpoint in the official layout (trainable weights only), as a release would ship it.
+        write_official_style_checkpoint(AffectGPTModel.from_pretrained(out, seed=seed), out / "checkpoint.pth")
+        return out
     raise ValueError(f"unknown kind {kind!r}")
 
 

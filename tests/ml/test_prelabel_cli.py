@@ -49,3 +49,17 @@ def test_prelabel_reports_a_missing_video(tmp_path):
     result = run("ml.prelabel", "--backend", "internvl", "--model", str(tmp_path), "--video",
                  str(tmp_path / "nope.mp4"))
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_affectgpt_tiny_model_prelabels_a_clip(tmp_path, clip):
+    built = run("ml.testing.tiny", "--kind", "affectgpt", "--out", str(tmp_path / "agpt"))
+    assert built.returncode == 0, built.stderr[-2000:]
+    checkpoint = tmp_path / "agpt" / "checkpoint.pth"
+    assert checkpoint.is_file()
+    result = run("ml.prelabel", "--backend", "affectgpt", "--model", str(tmp_path / "agpt"), "--video", str(clip),
+                 "--transcript", "Honestly, I am fine.", "--checkpoint", str(checkpoint))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["model_version"].startswith("affectgpt:tiny-qwen2+") and "nockpt" not in out["model_version"]
+    assert out["prompt_tokens"] > 0 and out["seconds"] > 0
+    assert all(label["source"] == "affectgpt" for label in out["labels"])
