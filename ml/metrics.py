@@ -14,9 +14,12 @@ import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from ml.vocabulary import Vocabulary
 
 WHEEL_DIR_ENV = "AFFECTLOOP_WHEEL_DIR"
 N_WHEELS = 5
@@ -43,6 +46,8 @@ class EmotionWheel:
     synonym_of: Mapping[str, frozenset[str]]  # base word -> the wheel words it is, or is a synonym of
     # per wheel: (word -> its level-1 word, word -> its level-2 word)
     levels: tuple[tuple[Mapping[str, str], Mapping[str, str]], ...]
+    # Scoring is called in loops (fitting fusion thresholds); the label -> cluster lookup dominates it.
+    _clusters: dict[tuple[str, int, int], str | None] = field(default_factory=dict, init=False, repr=False)
 
     def candidates(self, label: str) -> tuple[str, ...]:
         """Every wheel word reachable from the label, sorted: the official tie-break is alphabetical."""
@@ -52,8 +57,11 @@ class EmotionWheel:
         return tuple(sorted(words))
 
     def cluster(self, label: str, wheel: int, level: int = 1) -> str | None:
-        mapping = self.levels[wheel][level - 1]
-        return next((mapping[w] for w in self.candidates(label) if w in mapping), None)
+        key = (label, wheel, level)
+        if key not in self._clusters:
+            mapping = self.levels[wheel][level - 1]
+            self._clusters[key] = next((mapping[w] for w in self.candidates(label) if w in mapping), None)
+        return self._clusters[key]
 
 
 def default_wheel_dir() -> Path | None:
@@ -205,6 +213,36 @@ def wheel_scores(gt: Mapping[str, Sequence[str]], pred: Mapping[str, Sequence[st
         return Scores(0.0, 0.0, 0.0, len(gt))
     f, p, r = (sum(col) / len(fpr) for col in zip(*fpr))
     return Scores(f, p, r, len(gt))
+
+
+def vocabulary_scores(gt: Mapping[str, Sequence[str]], pred: Mapping[str, Sequence[str]],
+                      vocabulary: Vocabulary, level: str = "family") -> Scores:
+    """The wheel metric's set-level P/R/F with the project's vocabulary as the one "wheel": each label maps
+    to its canonical term or its family; a word the vocabulary does not know maps to itself, so it only
+    matches the same word. Samples without ground truth are skipped; an empty prediction scores 0."""
+    if level not in ("family", "term"):
+        raise ValueError(f"level must be 'family' or 'term', got {level!r}")
+
+    def mapped(labels: Iterable[str]) -> set[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        for label in labels:
+            if entry := vocabulary.lookup(label):
+                out.add(("known", entry.family if level == "family" else entry.term))
+            elif word := _norm(label):
+                out.add(("unknown", word))  # tagged so that an unknown word never equals a family name
+        return out
+
+    pairs: list[tuple[float, float]] = []
+    for name, labels in gt.items():
+        g, p = mapped(labels), mapped(pred.get(name, ()))
+        if g:
+            hit = len(g & p)
+            pairs.append((hit / len(p), hit / len(g)) if p else (0.0, 0.0))
+    if not pairs:
+        return Scores(0.0, 0.0, 0.0, len(gt))
+    precision, recall = _mean_pr(pairs)
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Scores(f, precision, recall, len(gt))
 
 
 def read_label_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
