@@ -54,3 +54,20 @@ def scored_labels(raw_text: str, token_texts: Sequence[str], token_probs: Sequen
         first_raw.setdefault(vocab.canonical(word) or word, word)
     labels = [Label(term=term, score=scores.get(first_raw.get(term, "")), source=source) for term in parsed.terms]
     return labels, list(parsed.flags)
+
+
+def token_pieces(decode, ids: Sequence[int], *, skip_special_tokens: bool) -> list[str]:
+    """Each generated token's share of the decoded text, so that the pieces join to the answer.
+
+    A token ending inside a multi-byte character gets "" and the token completing the character carries it.
+    `decode` is the tokenizer's decode function (no torch needed here).
+    """
+    texts, previous = [], ""
+    for i in range(len(ids)):
+        current = decode(list(ids[:i + 1]), skip_special_tokens=skip_special_tokens)
+        if current.endswith("\ufffd") and i + 1 < len(ids):
+            texts.append("")
+            continue
+        texts.append(current[len(previous):])
+        previous = current
+    return texts

@@ -44,7 +44,7 @@ from transformers import (
 )
 
 from ml.prompts import AFFECTGPT_PROMPT_VERSION
-from ml.scoring import scored_labels
+from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
 from ml.video import VideoReadError, load_audio, sample_frames
 
@@ -480,14 +480,4 @@ class AffectGPTBackend:
         return predictions
 
     def _token_texts(self, ids: list[int]) -> list[str]:
-        """Each token's share of the decoded text; a token ending inside a multi-byte character gets "" and
-        the one completing it carries it, so the pieces join to the decoded answer."""
-        texts, previous = [], ""
-        for i in range(len(ids)):
-            current = self.tokenizer.decode(ids[:i + 1], skip_special_tokens=False)
-            if current.endswith("\ufffd") and i + 1 < len(ids):
-                texts.append("")
-                continue
-            texts.append(current[len(previous):])
-            previous = current
-        return texts
+        return token_pieces(self.tokenizer.decode, ids, skip_special_tokens=False)

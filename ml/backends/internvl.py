@@ -25,7 +25,7 @@ from peft import PeftModel
 from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGeneration
 
 from ml.prompts import INTERNVL_PROMPT_VERSION, internvl_user_text
-from ml.scoring import scored_labels
+from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
 from ml.video import VideoReadError, sample_frames
 
@@ -214,18 +214,7 @@ class InternVLBackend:
             error=batch.errors.get(index, "not processed")) for index, clip in enumerate(clips)]
 
     def _token_texts(self, ids: list[int]) -> list[str]:
-        """Each token's share of the decoded text; a token that ends inside a multi-byte character gets ""
-        and the token completing the character carries it, so the pieces always join to the answer."""
-        decode = self.processor.tokenizer.decode
-        texts, previous = [], ""
-        for i in range(len(ids)):
-            current = decode(ids[:i + 1], skip_special_tokens=True)
-            if current.endswith("\ufffd") and i + 1 < len(ids):
-                texts.append("")
-                continue
-            texts.append(current[len(previous):])
-            previous = current
-        return texts
+        return token_pieces(self.processor.tokenizer.decode, ids, skip_special_tokens=True)
 
     def _read_answer(self, ids: list[int], probs: list[float]) -> tuple[str, list[Label], list[str]]:
         token_texts = self._token_texts(ids)
