@@ -19,7 +19,6 @@ model_dir layout (each part written by `save_pretrained`):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import time
@@ -45,11 +44,12 @@ from transformers import (
 
 from ml.prompts import AFFECTGPT_PROMPT_VERSION
 from ml.scoring import scored_labels, token_pieces
+from ml.versions import AFFECTGPT_CONFIG_NAME, AFFECTGPT_DEFAULT_LLM, file_sha256
 from ml.types import ClipInput, Label, Prediction
 from ml.video import VideoReadError, load_audio, sample_frames
 
 SOURCE = "affectgpt"
-CONFIG_NAME = "affectgpt.json"
+CONFIG_NAME = AFFECTGPT_CONFIG_NAME
 # Registered in this order by the official tokenizer setup, so the ids match a real Qwen2.5 vocabulary.
 PLACEHOLDERS = ("<ImageHere>", "<AudioHere>", "<FrameHere>", "<FaceHere>", "<MultiHere>")
 LORA_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -68,7 +68,7 @@ HUBERT_NORM_EPS = 1e-7
 
 @dataclass(frozen=True)
 class AffectGPTConfig:
-    llm_name: str = "Qwen2.5-7B-Instruct"
+    llm_name: str = AFFECTGPT_DEFAULT_LLM
     num_frames: int = 8
     num_audio_clips: int = 8
     audio_clip_seconds: float = 2.0
@@ -254,14 +254,6 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path.name}: expected {{'model': state_dict}}")
     return state
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _StopOnSequences(StoppingCriteria):

@@ -12,7 +12,6 @@ so the size is forced to the model's image size on every call and checked on the
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -27,12 +26,12 @@ from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGene
 from ml.prompts import INTERNVL_PROMPT_VERSION, internvl_user_text
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
+from ml.versions import adapter_id
 from ml.video import VideoReadError, sample_frames
 
 SOURCE = "internvl"
 # Language model only: a bare ["q_proj", ...] list would also wrap the vision tower's projections.
 LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass
@@ -40,19 +39,6 @@ class PreparedBatch:
     inputs: BatchFeature | None
     rows: list[int]  # for each batch row, the index of its clip in the request
     errors: dict[int, str]  # clip index -> why its video could not be used
-
-
-def adapter_id(path: str | Path) -> str:
-    """Folder name plus a short hash of the weights: two different adapters never share an id."""
-    folder = Path(path)
-    weights = next((folder / name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no adapter weights in {folder}")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
 
 
 class InternVLBackend:

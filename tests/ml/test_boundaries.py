@@ -4,7 +4,8 @@ import ast
 from pathlib import Path
 
 ML = Path(__file__).resolve().parents[2] / "ml"
-TORCH_FREE = ["types", "labels", "vocabulary", "metrics", "fusion", "scoring", "prompts", "evaluate"]
+TORCH_FREE = ["types", "labels", "vocabulary", "metrics", "fusion", "scoring", "prompts", "evaluate", "versions",
+              "active"]
 
 
 def imported_roots(path: Path) -> set[str]:
