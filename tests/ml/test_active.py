@@ -1,0 +1,206 @@
+"""Active-learning scores: AUROC, the signals on hand cases, strategies and storage, and the result on OV-MERD."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ml.active import (
+    SIGNALS,
+    STRATEGIES,
+    Pool,
+    Strategy,
+    auroc,
+    clip_signals,
+    fit_weights,
+)
+from ml.metrics import load_wheel, read_label_csv, sample_scores
+from ml.types import Label
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT.parent / "shared" / "reference"
+OVMERD = REFERENCE / "ovmerd"
+
+# Measured with bench/active_ovmerd.py on the OV-MERD test split (163 clips, 47 bad pre-labels).
+COMBINED_TEST_AUROC = 0.743
+FAMILY_DISAGREEMENT_TEST_AUROC = 0.669
+EPSILON = 0.002
+
+
+# --- AUROC --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("scores", "positives", "expected"), [
+    ([0.1, 0.2, 0.8, 0.9], [False, False, True, True], 1.0),
+    ([0.9, 0.8, 0.2, 0.1], [False, False, True, True], 0.0),
+    ([0.5, 0.5, 0.5, 0.5], [False, True, False, True], 0.5),
+    ([1.0, 1.0, 0.0], [True, False, False], 0.75),  # one win, one tie
+    ([3, 1, 2, 2, 0], [True, False, True, False, False], 5.5 / 6),
+])
+def test_auroc_hand_cases(scores, positives, expected):
+    assert auroc(scores, positives) == pytest.approx(expected)
+
+
+def test_auroc_needs_both_classes():
+    with pytest.raises(ValueError):
+        auroc([0.1, 0.2], [True, True])
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+def test_identical_backends_do_not_disagree():
+    s = clip_signals("c", {"a": ["anxious", "sad"], "b": ["Anxiety", "sadness"]})
+    assert (s["disagreement"], s["family_disagreement"], s["term_disagreement"]) == (0.0, 0.0, 0.0)
+    assert s["weak_support"] == 0.0 and s["empty"] == 0.0
+
+
+def test_disjoint_backends_disagree_fully():
+    s = clip_signals("c", {"a": ["happy", "joyful"], "b": ["angry"], "c": ["terrified"]})
+    assert (s["disagreement"], s["family_disagreement"], s["term_disagreement"]) == (1.0, 1.0, 1.0)
+    assert s["spread"] > clip_signals("c", {"a": ["happy"], "b": ["angry"]})["spread"] > 0.0
+
+
+def test_shades_of_one_basic_emotion_agree_at_the_basic_level_only():
+    s = clip_signals("c", {"a": ["calm"], "b": ["happy"]})  # families calm and joy, both a good mood
+    assert s["disagreement"] == 0.0 and s["family_disagreement"] == 1.0 and s["spread"] == 0.0
+
+
+def test_uncertainty_rises_as_scores_fall_and_falls_back_without_scores():
+    def uncertainty(score):
+        return clip_signals("c", {"a": [Label("happy", score, "a")], "b": [("joyful", score)]})["uncertainty"]
+
+    values = [uncertainty(score) for score in (1.0, 0.9, 0.6, 0.3, 0.0)]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
+    assert clip_signals("c", {"a": ["happy"], "b": [Label("sad", None, "b")]})["uncertainty"] == 0.5
+    assert clip_signals("c", {"a": [], "b": []})["uncertainty"] == 1.0
+
+
+def test_refusals_count_as_empty_and_leave_disagreement_to_the_others():
+    s = clip_signals("c", {"a": ["happy"], "b": ["  "], "c": [], "d": ["joyful"]})
+    assert s["empty"] == 0.5 and s["disagreement"] == 0.0
+    assert clip_signals("c", {"a": [], "b": []})["weak_support"] == 1.0
+
+
+def test_novelty_is_distance_to_the_nearest_verified_set_and_ignores_the_clip_itself():
+    pool = Pool({"v1": ["happy", "excited"], "v2": ["angry"]})
+    happy = {"a": ["joyful"], "b": ["cheerful", "excited"]}
+    assert clip_signals("new", happy, pool=pool)["novelty"] == 0.0
+    assert clip_signals("new", {"a": ["terrified"], "b": ["scared"]}, pool=pool)["novelty"] == 1.0
+    assert clip_signals("v1", happy, pool=pool)["novelty"] > 0.0  # its own labels are not evidence
+    assert clip_signals("new", happy)["novelty"] == 1.0  # nothing verified yet
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+def test_random_is_reproducible_order_free_and_roughly_uniform():
+    clips = {f"clip{i:05d}": {"a": ["happy"]} for i in range(4000)}
+    first = Strategy.named("random", seed=7).score(clips)
+    again = Strategy.named("random", seed=7).score(dict(reversed(list(clips.items()))))
+    other = Strategy.named("random", seed=8).score(clips)
+    assert first == again and first != other
+    deciles = [0] * 10
+    for value in first.values():
+        deciles[int(value * 10)] += 1
+    assert all(330 <= n <= 470 for n in deciles), deciles
+
+
+def test_every_named_strategy_scores_and_round_trips_through_json():
+    clips = {"x": {"a": ["happy"], "b": ["angry"]}, "y": {"a": ["sad"], "b": ["sad"]}}
+    for name in STRATEGIES:
+        strategy = Strategy.named(name, seed=3)
+        stored = json.loads(json.dumps(strategy.to_dict()))
+        back = Strategy.from_dict(stored)
+        assert back == strategy and back.score(clips) == strategy.score(clips)
+    combined = Strategy.named("combined").score(clips)
+    assert combined["x"] > combined["y"]
+
+
+def test_bad_strategies_are_refused():
+    with pytest.raises(ValueError):
+        Strategy("x", {"telepathy": 1.0})
+    with pytest.raises(ValueError):
+        Strategy.named("nope")
+    with pytest.raises(ValueError):
+        Strategy.from_dict({"strategy": "combined", "format": 99, "weights": {}})
+
+
+def test_fit_weights_finds_the_informative_signal():
+    # Clips whose backends disagree are the ones that needed fixing; the scores say nothing.
+    clips = {f"d{i}": {"a": ["happy"], "b": [("angry", 0.5)]} for i in range(5)}
+    clips |= {f"a{i}": {"a": ["sad"], "b": [("sad", 0.5)]} for i in range(5)}
+    needed = {c: c.startswith("d") for c in clips}
+    strategy, value = fit_weights(clips, needed, signals=("uncertainty", "term_disagreement"))
+    assert value == 1.0 and strategy.weights == {"term_disagreement": 1.0}
+    assert set(strategy.weights) <= set(SIGNALS)
+
+
+# --- OV-MERD ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ovmerd():
+    if not OVMERD.is_dir():
+        pytest.skip(f"reference data absent ({REFERENCE}): OV-MERD labels and predictions are needed")
+    wheel = load_wheel(REFERENCE / "emotion_wheel")
+    gt = read_label_csv(OVMERD / "gt.csv")
+    with open(OVMERD / "split.csv", newline="") as handle:
+        splits = {row["name"]: row["split"] for row in csv.DictReader(handle)}
+    backends = {path.stem: read_label_csv(path) for path in sorted((OVMERD / "predictions").glob("*.csv"))}
+    clips = {name: {b: labels.get(name, []) for b, labels in backends.items()} for name in gt}
+    bad = {}
+    for name, truth in gt.items():
+        union = sorted({label for labels in clips[name].values() for label in labels})
+        if (pr := sample_scores(truth, union, wheel)) is not None:
+            bad[name] = (2 * pr[0] * pr[1] / (pr[0] + pr[1]) if sum(pr) else 0.0) < 0.5
+    dev = [c for c in gt if splits[c] == "dev"]
+    test = [c for c in gt if splits[c] == "test" and c in bad]
+    return clips, bad, Pool({c: gt[c] for c in dev}), dev, test
+
+
+def test_combined_strategy_finds_bad_prelabels_on_test(ovmerd):
+    clips, bad, pool, _, test = ovmerd
+
+    def test_auroc(name):
+        scores = Strategy.named(name).score({c: clips[c] for c in test}, pool)
+        return auroc([scores[c] for c in test], [bad[c] for c in test])
+
+    combined, baseline = test_auroc("combined"), test_auroc("family_disagreement")
+    assert combined >= COMBINED_TEST_AUROC - EPSILON
+    assert baseline == pytest.approx(FAMILY_DISAGREEMENT_TEST_AUROC, abs=EPSILON)
+    assert combined > baseline + 0.05
+    assert abs(test_auroc("random") - 0.5) < 0.05
+
+
+def test_weights_fitted_on_dev_beat_the_baseline_on_test(ovmerd):
+    clips, bad, pool, dev, test = ovmerd
+    fitted, _ = fit_weights({c: clips[c] for c in dev}, {c: bad[c] for c in dev if c in bad}, verified=pool)
+    scores = fitted.score({c: clips[c] for c in test}, pool)
+    assert auroc([scores[c] for c in test], [bad[c] for c in test]) > FAMILY_DISAGREEMENT_TEST_AUROC + 0.03
+
+
+def test_bench_writes_one_score_file_per_strategy(ovmerd, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "active_ovmerd.py"), "--out", str(tmp_path),
+                          "--reference", str(REFERENCE)], check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "combined" in out.stdout
+    for name in STRATEGIES:
+        with open(tmp_path / f"{name}.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 163 and all(float(row["score"]) >= 0 for row in rows)
+
+
+# --- import cost --------------------------------------------------------------------------------
+
+def test_importing_active_pulls_no_heavy_library():
+    code = ("import sys\n"
+            "HEAVY = {'torch', 'django', 'transformers', 'sentence_transformers', 'numpy'}\n"
+            "class Recorder:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in HEAVY: print('attempted', name)\n"
+            "sys.meta_path.insert(0, Recorder())\n"
+            "import ml.active\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & HEAVY))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
