@@ -58,12 +58,25 @@ class MembershipAdmin(ProjectScopedAdmin):
 
 @admin.register(Clip)
 class ClipAdmin(ProjectScopedAdmin):
-    list_display = ["id", "original_name", "project", "status", "label_state", "duration", "has_audio", "created_at"]
+    list_display = ["id", "original_name", "project", "status", "label_state", "priority", "duration", "has_audio",
+                    "created_at"]
     list_filter = ["status", "label_state", "has_audio", "project"]
+    actions = ["rerun_prelabel"]
     search_fields = ["original_name", "sha256", "transcript"]
     readonly_fields = ["sha256", "size_bytes", "container", "duration", "fps", "width", "height", "video_codec",
                        "audio_codec", "has_audio", "created_at", "updated_at", "ready_at", "verified_at"]
     date_hierarchy = "created_at"
+
+    @admin.action(description="Re-run pre-labeling (keeps human labels)", permissions=["change"])
+    def rerun_prelabel(self, request, queryset):
+        from .services import prelabel
+
+        try:
+            n = prelabel.rerun_prelabel(list(queryset.values_list("pk", flat=True)), actor=request.user)
+        except prelabel.ConfigError as exc:
+            self.message_user(request, f"Pre-label configuration: {exc}", level="error")
+            return
+        self.message_user(request, f"{n} clip(s) queued for pre-labeling.")
 
 
 @admin.register(Prediction)

@@ -98,8 +98,11 @@ class Clip(models.Model):
     label_state = models.CharField(max_length=16, choices=LabelState.choices, default=LabelState.UNLABELED,
                                    db_index=True)
     error = models.TextField(blank=True)
-    # Active-learning priority (higher = annotate sooner); filled by the scoring job.
+    # Active-learning priority (higher = annotate sooner) and the signals behind it; set after pre-labeling.
     priority = models.FloatField(null=True, blank=True, db_index=True)
+    al_signals = models.JSONField(default=dict, blank=True)
+    prelabel_queued_at = models.DateTimeField(null=True, blank=True)
+    prelabel_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)

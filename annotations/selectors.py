@@ -54,3 +54,28 @@ def project_summaries(user):
         clip_count=Count("clips", distinct=True),
         ready_count=Count("clips", filter=Q(clips__status=Clip.Status.READY), distinct=True),
     ).order_by("name")
+
+
+def prelabel_progress(project: Project) -> dict:
+    """Pre-labeling state of the project's ready clips, machine throughput, and the latest errors."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .models import Prediction
+
+    ready = project.clips.filter(status=Clip.Status.READY)
+    fused = Prediction.objects.filter(clip__project=project, backend="fused")
+    since = timezone.now() - timedelta(minutes=10)
+    recent = fused.filter(created_at__gte=since).count()
+    labelled = ready.filter(predictions__backend="fused").distinct()
+    return {
+        "prelabeled": labelled.count(),
+        "queued": ready.filter(prelabel_queued_at__isnull=False, prelabel_error="").exclude(
+            pk__in=labelled.values("pk")).count(),
+        "failed": ready.exclude(prelabel_error="").count(),
+        "ready": ready.count(),
+        "per_minute_10min": round(recent / 10.0, 2),
+        "errors": list(ready.exclude(prelabel_error="").order_by("-updated_at")
+                       .values("id", "original_name", "prelabel_error")[:5]),
+    }

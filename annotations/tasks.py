@@ -6,7 +6,7 @@ messages already waiting in a broker. Routing to queues is by name prefix (CELER
 
 from celery import shared_task
 
-from .services import ingest, maintenance
+from .services import ingest, maintenance, prelabel
 
 
 @shared_task(name="affectloop.media.process_clip", acks_late=True, max_retries=3, default_retry_delay=30)
@@ -17,3 +17,13 @@ def process_clip(clip_id: int) -> str:
 @shared_task(name="affectloop.media.requeue_stale_clips")
 def requeue_stale_clips(older_than_seconds: int = 600) -> int:
     return maintenance.requeue_stale_clips(older_than_seconds)
+
+
+@shared_task(name="affectloop.gpu.prelabel_clips", acks_late=True)
+def prelabel_clips(clip_ids: list[int]) -> dict:
+    return prelabel.prelabel_clips(clip_ids)
+
+
+@shared_task(name="affectloop.prelabel.enqueue")
+def enqueue_prelabel(project_id: int | None = None) -> int:
+    return maintenance.enqueue_prelabel(project_id)

@@ -62,6 +62,7 @@ def project_detail(request, slug):
     return render(request, "annotations/project_detail.html", {
         "project": project,
         "counts": selectors.clip_status_counts(project),
+        "prelabel": selectors.prelabel_progress(project),
         "clips": project.clips.order_by("-id")[:200],
         "is_manager": selectors.has_role(request.user, project, Role.MANAGER),
         "upload_form": UploadForm(),
@@ -77,6 +78,7 @@ def project_status(request, slug):
     clips = project.clips.order_by("-id").values("id", "status", "duration", "error", "thumbnail")[:200]
     return JsonResponse({
         "counts": selectors.clip_status_counts(project),
+        "prelabel": selectors.prelabel_progress(project),
         "clips": [{"id": c["id"], "status": c["status"], "duration": c["duration"], "error": c["error"],
                    "thumbnail": bool(c["thumbnail"])} for c in clips],
     })

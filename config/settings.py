@@ -168,6 +168,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Installed into django-celery-beat's tables at beat start-up; editable in the admin afterwards.
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-clips": {"task": "affectloop.media.requeue_stale_clips", "schedule": 300.0},
+    "enqueue-prelabel": {"task": "affectloop.prelabel.enqueue", "schedule": 120.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {

@@ -381,4 +381,8 @@ def process_clip(clip_id: int) -> str:
         width=probe.width, height=probe.height, has_audio=probe.has_audio, size_bytes=probe.size_bytes,
         video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], container=probe.container,
         ready_at=timezone.now(), updated_at=timezone.now())
+    if (clip.project.config or {}).get("prelabel", {}).get("backends"):
+        from ..tasks import enqueue_prelabel
+
+        enqueue_prelabel.delay_on_commit(clip.project_id)
     return "ready"

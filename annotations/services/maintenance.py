@@ -1,9 +1,11 @@
+import logging
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Clip
+from ..models import Clip, Project
+from . import prelabel
 
 
 def requeue_stale_clips(older_than_seconds: int = 600) -> int:
@@ -19,3 +21,17 @@ def requeue_stale_clips(older_than_seconds: int = 600) -> int:
     for clip_id in ids:
         transaction.on_commit(lambda clip_id=clip_id: process_clip.delay(clip_id))
     return len(ids)
+
+
+def enqueue_prelabel(project_id: int | None = None) -> int:
+    """Queue pre-labeling for one project, or every active project (the beat job that catches misses)."""
+    projects = Project.objects.filter(archived=False)
+    if project_id is not None:
+        projects = projects.filter(pk=project_id)
+    total = 0
+    for project in projects:
+        try:
+            total += prelabel.enqueue_prelabel(project)
+        except prelabel.ConfigError as exc:
+            logging.getLogger(__name__).error("project %s: pre-label config: %s", project.slug, exc)
+    return total

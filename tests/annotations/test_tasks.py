@@ -11,6 +11,8 @@ from ..conftest import make_video, needs_ffmpeg
 PINNED = {
     "affectloop.media.process_clip": "media",
     "affectloop.media.requeue_stale_clips": "media",
+    "affectloop.gpu.prelabel_clips": "gpu",
+    "affectloop.prelabel.enqueue": "default",
 }
 
 
