@@ -158,3 +158,19 @@ def test_config_errors_are_clear(project):
         prelabel.prelabel_config(project)
     project.config = {"prelabel": {"backends": {"internvl": {"model": "m", "enabled": False}}}}
     assert prelabel.prelabel_config(project).backends == ()
+
+
+def test_progress_is_on_the_project_page_and_its_status_feed(client, project, tiny_models, clip_folder, manager):
+    ingest(clip_folder, project)
+    broken = Clip.objects.order_by("id").first()
+    with open(broken.file.path, "r+b") as fh:
+        fh.truncate(300)
+    configure(project, tiny_models)
+    prelabel.enqueue_prelabel(project)
+    client.force_login(manager)
+    status = client.get(f"/p/{project.slug}/status.json").json()["prelabel"]
+    assert (status["prelabeled"], status["failed"], status["queued"], status["ready"]) == (3, 1, 0, 4)
+    assert status["per_minute_10min"] == 0.3
+    assert status["errors"][0]["id"] == broken.pk and status["errors"][0]["prelabel_error"].startswith("internvl")
+    page = client.get(f"/p/{project.slug}/").content.decode()
+    assert 'data-prelabel="prelabeled">3<' in page and "internvl: " in page
