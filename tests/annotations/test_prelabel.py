@@ -174,3 +174,17 @@ def test_progress_is_on_the_project_page_and_its_status_feed(client, project, ti
     assert status["errors"][0]["id"] == broken.pk and status["errors"][0]["prelabel_error"].startswith("internvl")
     page = client.get(f"/p/{project.slug}/").content.decode()
     assert 'data-prelabel="prelabeled">3<' in page and "internvl: " in page
+
+
+def test_admin_action_reruns_a_selection(client, project, tiny_models, clip_folder, manager):
+    configure(project, tiny_models)
+    ingest(clip_folder, project)
+    chosen = list(Clip.objects.order_by("id").values_list("pk", flat=True)[:2])
+    before = set(Prediction.objects.filter(clip_id__in=chosen).values_list("pk", flat=True))
+    client.force_login(manager)
+    response = client.post("/admin/annotations/clip/", {"action": "rerun_prelabel", "_selected_action": chosen},
+                           follow=True)
+    assert "2 clip(s) queued for pre-labeling." in response.content.decode()
+    after = set(Prediction.objects.filter(clip_id__in=chosen).values_list("pk", flat=True))
+    assert len(after) == 6 and not (before & after)  # fresh rows for exactly the selection
+    assert Prediction.objects.count() == 12
