@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.active import COMBINED_WEIGHTS, STRATEGIES, Pool, Strategy, auroc, fit_weights
-from ml.metrics import load_wheel, read_label_csv, sample_scores
+from ml.metrics import load_wheel, read_label_csv, read_predictor_dir, read_splits, sample_scores
 
 BAD_F = 0.5
 CANDIDATE_SETS = {
@@ -36,11 +36,6 @@ CANDIDATE_SETS = {
     "combined+family+novelty+empty": ("disagreement", "family_disagreement", "term_disagreement", "spread",
                                       "weak_support", "novelty", "empty"),
 }
-
-
-def read_splits(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return {row["name"].strip(): row["split"].strip() for row in csv.DictReader(handle)}
 
 
 def bad_prelabels(gt: dict[str, list[str]], clips: dict[str, dict[str, list[str]]], wheel) -> dict[str, bool]:
@@ -88,7 +83,7 @@ def main() -> int:
     wheel = load_wheel(args.reference / "emotion_wheel")
     gt = read_label_csv(ovmerd / "gt.csv")
     splits = read_splits(ovmerd / "split.csv")
-    backends = {path.stem: read_label_csv(path) for path in sorted((ovmerd / "predictions").glob("*.csv"))}
+    backends = read_predictor_dir(ovmerd / "predictions")
     clips = {name: {b: labels.get(name, []) for b, labels in backends.items()} for name in gt}
     bad = bad_prelabels(gt, clips, wheel)
     dev = [c for c in gt if splits.get(c) == "dev"]

@@ -22,12 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.fusion import STRATEGIES
-from ml.metrics import Scores, load_wheel, read_label_csv, wheel_scores
-
-
-def read_splits(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return {row["name"].strip(): row["split"].strip() for row in csv.DictReader(handle)}
+from ml.metrics import Scores, load_wheel, read_label_csv, read_predictor_dir, read_splits, wheel_scores
 
 
 def write_labels(path: Path, labels: dict[str, list[str]]) -> None:
@@ -58,7 +53,7 @@ def main() -> int:
     splits = read_splits(ovmerd / "split.csv")
     dev = {name: labels for name, labels in gt.items() if splits.get(name) == "dev"}
     test = {name: labels for name, labels in gt.items() if splits.get(name) == "test"}
-    backends = {path.stem: read_label_csv(path) for path in sorted((ovmerd / "predictions").glob("*.csv"))}
+    backends = read_predictor_dir(ovmerd / "predictions")
 
     def scorer(truth, pred) -> Scores:
         return wheel_scores(truth, pred, wheel, level=1)

@@ -14,15 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from ml.metrics import load_wheel, read_label_csv, wheel_scores
+from ml.metrics import load_wheel, read_label_csv, read_splits, wheel_scores
 
 
 def _split_names(path: Path, split: str) -> set[str]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not {"name", "split"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: expected columns name, split, got {reader.fieldnames}")
-        names = {row["name"].strip() for row in reader if (row["split"] or "").strip() == split}
+    names = {name for name, value in read_splits(path).items() if value == split}
     if not names:
         raise ValueError(f"{path}: no sample in split {split!r}")
     return names

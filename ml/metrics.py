@@ -245,6 +245,20 @@ def vocabulary_scores(gt: Mapping[str, Sequence[str]], pred: Mapping[str, Sequen
     return Scores(f, precision, recall, len(gt))
 
 
+def read_splits(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A `name,split` file (OV-MERD's split.csv) → name → split."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"name", "split"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: expected columns name, split, got {reader.fieldnames}")
+        return {row["name"].strip(): (row["split"] or "").strip() for row in reader}
+
+
+def read_predictor_dir(path: str | os.PathLike[str]) -> dict[str, dict[str, list[str]]]:
+    """Every `name,openset` CSV in a folder → file stem (the predictor) → name → labels."""
+    return {p.stem: read_label_csv(p) for p in sorted(Path(path).glob("*.csv"))}
+
+
 def read_label_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Read `name,openset` where openset is `['a', 'b']` or, as AffectGPT writes it, `[a, b]`."""
     out: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ from ml.active import (
     clip_signals,
     fit_weights,
 )
-from ml.metrics import load_wheel, read_label_csv, sample_scores
+from ml.metrics import load_wheel, read_label_csv, read_predictor_dir, read_splits, sample_scores
 from ml.types import Label
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,9 +144,8 @@ def ovmerd():
         pytest.skip(f"reference data absent ({REFERENCE}): OV-MERD labels and predictions are needed")
     wheel = load_wheel(REFERENCE / "emotion_wheel")
     gt = read_label_csv(OVMERD / "gt.csv")
-    with open(OVMERD / "split.csv", newline="") as handle:
-        splits = {row["name"]: row["split"] for row in csv.DictReader(handle)}
-    backends = {path.stem: read_label_csv(path) for path in sorted((OVMERD / "predictions").glob("*.csv"))}
+    splits = read_splits(OVMERD / "split.csv")
+    backends = read_predictor_dir(OVMERD / "predictions")
     clips = {name: {b: labels.get(name, []) for b, labels in backends.items()} for name in gt}
     bad = {}
     for name, truth in gt.items():

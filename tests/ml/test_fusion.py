@@ -1,6 +1,5 @@
 """Co-judgment fusion: the baselines' semantics, the fitted rule, storage, and the result on OV-MERD."""
 
-import csv
 import json
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ml.fusion import STRATEGIES, FusedLabel, Fusion, Intersection, Reliability, Union, Vote
-from ml.metrics import Scores, load_wheel, read_label_csv, vocabulary_scores, wheel_scores
+from ml.metrics import Scores, load_wheel, read_label_csv, read_predictor_dir, read_splits, vocabulary_scores, wheel_scores
 from ml.types import Label
 from ml.vocabulary import Vocabulary
 
@@ -160,9 +159,8 @@ def ovmerd():
         pytest.skip(f"reference data absent ({REFERENCE}): OV-MERD labels and predictions are needed")
     wheel = load_wheel(REFERENCE / "emotion_wheel")
     gt = read_label_csv(OVMERD / "gt.csv")
-    with open(OVMERD / "split.csv", newline="") as handle:
-        splits = {row["name"]: row["split"] for row in csv.DictReader(handle)}
-    backends = {path.stem: read_label_csv(path) for path in sorted((OVMERD / "predictions").glob("*.csv"))}
+    splits = read_splits(OVMERD / "split.csv")
+    backends = read_predictor_dir(OVMERD / "predictions")
     dev = {name: labels for name, labels in gt.items() if splits[name] == "dev"}
     test = {name: labels for name, labels in gt.items() if splits[name] == "test"}
     return backends, dev, test, lambda truth, pred: wheel_scores(truth, pred, wheel)
