@@ -89,6 +89,12 @@ def _database(url: str) -> dict:
 
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affectloop.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
+# Docker secrets: the password in a file, so it is neither in the URL nor in `docker inspect`.
+if env_str("DATABASE_PASSWORD_FILE"):
+    try:
+        DATABASES["default"]["PASSWORD"] = Path(env_str("DATABASE_PASSWORD_FILE")).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"DATABASE_PASSWORD_FILE cannot be read: {exc.strerror}") from None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 MIGRATION_MODULES = {"annotations": "migrations"}
 

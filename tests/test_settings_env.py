@@ -68,3 +68,20 @@ def test_switches_to_postgres_and_redis_and_https(tmp_path):
                            CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "django.db.backends.postgresql", "redis://127.0.0.1:6379/0", "True"]
+
+
+def test_database_password_file(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    code = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.DATABASES['default']['PASSWORD'])")
+    env = {"DJANGO_SECRET_KEY": GOOD_KEY, "DATABASE_URL": "postgres://app@db:5432/affectloop",
+           "DATABASE_PASSWORD_FILE": str(secret)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "AFFECTLOOP_"))
+            and k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**base, "DJANGO_SETTINGS_MODULE": "config.settings",
+                                 "AFFECTLOOP_DATA_DIR": str(tmp_path), **env})
+    assert result.returncode == 0 and result.stdout.strip() == "s3cret", result.stderr[-500:]
+    missing = load_settings(tmp_path, **{**env, "DATABASE_PASSWORD_FILE": str(tmp_path / "nope")})
+    assert missing.returncode != 0 and "DATABASE_PASSWORD_FILE cannot be read" in missing.stderr
