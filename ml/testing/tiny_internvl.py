@@ -50,9 +50,12 @@ def build_tokenizer() -> Qwen2Tokenizer:
     """Byte-level BPE over the 256 byte symbols (no merges: one token per byte) plus InternVL's specials."""
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {symbol: i for i, symbol in enumerate(symbols + SPECIAL_TOKENS)}
-    return Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>",
-                          pad_token="<|endoftext|>", extra_special_tokens=MULTIMODAL_TOKENS,
-                          chat_template=CHAT_TEMPLATE)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>", extra_special_tokens=MULTIMODAL_TOKENS,
+                               chat_template=CHAT_TEMPLATE)
+    # Being in the vocab is not enough: unregistered, "<|im_start|>" would be split into 12 byte tokens.
+    tokenizer.add_tokens(["<|im_start|>"], special_tokens=True)
+    return tokenizer
 
 
 def build_tiny_internvl(out_dir: str | Path, *, seed: int = 0, image_size: int = 448, patch_size: int = 14,
