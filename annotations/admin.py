@@ -23,9 +23,26 @@ class ProjectScopedAdmin(admin.ModelAdmin):
         return qs.filter(**{f"{self.project_path}__in": self._managed(request)})
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.related_model is Project and not request.user.is_superuser:
-            kwargs["queryset"] = self._managed(request)
+        # Every choice of a project-owned object is limited to the manager's projects, not only Project
+        # itself: otherwise a run could be pointed at another project's snapshot.
+        path = _PROJECT_PATHS.get(db_field.related_model)
+        if path is not None and not request.user.is_superuser:
+            managed = self._managed(request)
+            kwargs["queryset"] = (managed if path == "pk" else
+                                  db_field.related_model.objects.filter(**{f"{path}__in": managed}))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_list_filter(self, request):
+        # The plain project filter would list every project's name.
+        return [("project", admin.RelatedOnlyFieldListFilter) if f == "project" else f
+                for f in super().get_list_filter(request)]
+
+
+# How each project-owned model reaches its project (for scoping foreign-key choices).
+_PROJECT_PATHS = {
+    Project: "pk", Clip: "project", ModelVersion: "project", TrainingRun: "project", DatasetSnapshot: "project",
+    EmotionTerm: "project", Annotation: "clip__project", SnapshotItem: "snapshot__project",
+}
 
 
 class MembershipInline(admin.TabularInline):
@@ -63,8 +80,10 @@ class ClipAdmin(ProjectScopedAdmin):
     list_filter = ["status", "label_state", "has_audio", "project"]
     actions = ["rerun_prelabel"]
     search_fields = ["original_name", "sha256", "transcript"]
-    readonly_fields = ["sha256", "size_bytes", "container", "duration", "fps", "width", "height", "video_codec",
-                       "audio_codec", "has_audio", "created_at", "updated_at", "ready_at", "verified_at"]
+    # The files are content-addressed and validated on ingest: never replaced by hand.
+    readonly_fields = ["file", "thumbnail", "sha256", "size_bytes", "container", "duration", "fps", "width",
+                       "height", "video_codec", "audio_codec", "has_audio", "created_at", "updated_at", "ready_at",
+                       "verified_at"]
     date_hierarchy = "created_at"
 
     @admin.action(description="Re-run pre-labeling (keeps human labels)", permissions=["change"])
@@ -133,6 +152,12 @@ class ModelVersionAdmin(ProjectScopedAdmin):
     list_filter = ["backend", "status", "project"]
     search_fields = ["name", "base_model"]
     raw_id_fields = ["parent", "training_run"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # GPU workers load whatever these name: only a superuser may point them at server paths.
+        if request.user.is_superuser:
+            return super().get_readonly_fields(request, obj)
+        return ["base_model", "adapter_path", "adapter_sha256"]
 
 
 @admin.register(TrainingRun)

@@ -1,6 +1,5 @@
 """Serving stored media: HTTP Range for seeking, or X-Accel-Redirect to nginx. Callers check membership."""
 
-import mimetypes
 import os
 import re
 from pathlib import Path
@@ -60,14 +59,19 @@ def serve_media(request, rel_name: str, *, download_name: str | None = None):
     path = (root / rel_name).resolve()
     if root not in path.parents or not path.is_file():
         raise Http404("No such file")
-    content_type = CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    disposition = f"inline; filename*=UTF-8''{quote(download_name or path.name)}"
+    # Only our own media types are shown inline; anything else (e.g. an .html or .svg put in place through
+    # the admin) is a download, so it can never run script on this site.
+    content_type = CONTENT_TYPES.get(path.suffix.lower())
+    mode = "inline" if content_type else "attachment"
+    content_type = content_type or "application/octet-stream"
+    disposition = f"{mode}; filename*=UTF-8''{quote(download_name or path.name)}"
 
     if settings.MEDIA_ACCEL_PREFIX:
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_PREFIX + quote(str(path.relative_to(root)))
         response["Content-Disposition"] = disposition
         response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox"
         return response
 
     size = path.stat().st_size
@@ -90,5 +94,6 @@ def serve_media(request, rel_name: str, *, download_name: str | None = None):
     response["Accept-Ranges"] = "bytes"
     response["Content-Disposition"] = disposition
     response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox"
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -262,7 +263,8 @@ def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320) -> No
     """
     path, out_path = Path(path).absolute(), Path(out_path).absolute()
     demuxer = _DEMUXER[sniff_container(path)]  # same hardening as probing
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    # A per-call name: two workers making the same thumbnail never write into each other's file.
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     for seek in (max(0.0, at_seconds), 0.0):
         tmp.unlink(missing_ok=True)
         cmd = [

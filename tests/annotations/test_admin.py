@@ -57,3 +57,37 @@ def test_superuser_sees_everything(client, django_user_model):
     page = client.get(reverse("admin:annotations_clip_changelist")).content.decode()
     assert "one.mp4" in page and "two.mp4" in page
     assert Project.objects.count() == 2
+
+
+def test_manager_cannot_point_their_objects_at_another_project(client, django_user_model):
+    from annotations.models import DatasetSnapshot, TrainingRun
+
+    boss = django_user_model.objects.create_user("boss", password="pw-boss-123")
+    superuser = django_user_model.objects.create_superuser("root", password="pw-root-123")
+    mine, theirs = (create_project(name=n, creator=superuser) for n in ("Mine", "Theirs"))
+    set_membership(project=mine, user=boss, role=Role.MANAGER, actor=superuser)
+    foreign = DatasetSnapshot.objects.create(project=theirs, name="v1", content_hash="f" * 64)
+    run = TrainingRun.objects.create(project=mine, status="failed")
+    client.force_login(boss)
+    url = reverse("admin:annotations_trainingrun_change", args=[run.pk])
+    response = client.post(url, {"project": mine.pk, "snapshot": foreign.pk, "status": "failed", "progress": 0,
+                                 "config": "{}", "metrics": "[]", "eval_metrics": "{}"})
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    run.refresh_from_db()
+    assert run.snapshot_id is None
+    page = client.get(reverse("admin:annotations_clip_changelist")).content.decode()
+    assert "Theirs" not in page  # the project filter lists only related projects
+
+
+def test_clip_files_and_model_paths_are_read_only_for_managers(client, django_user_model):
+    from annotations.models import ModelVersion
+
+    boss = django_user_model.objects.create_user("boss", password="pw-boss-123")
+    project = create_project(name="Mine", creator=boss)
+    clip = make_clip(project, "c" * 64)
+    version = ModelVersion.objects.create(project=project, backend="internvl", name="v", base_model="/models/ivl")
+    client.force_login(boss)
+    form = client.get(reverse("admin:annotations_clip_change", args=[clip.pk])).content.decode()
+    assert 'name="file"' not in form and 'name="thumbnail"' not in form
+    form = client.get(reverse("admin:annotations_modelversion_change", args=[version.pk])).content.decode()
+    assert 'name="base_model"' not in form and 'name="adapter_path"' not in form

@@ -149,3 +149,19 @@ def test_media_uses_x_accel_redirect_behind_nginx(client, ready_clip, annotator,
     assert response.status_code == 200 and response.content == b""
     assert response["X-Accel-Redirect"] == "/protected-media/" + ready_clip.file.name
     assert response["Content-Type"] == "video/mp4"
+
+
+def test_media_outside_our_types_is_a_download_never_inline(client, project, annotator, settings, tmp_path):
+    """An .html put in place by hand must not run script on this site when a member opens it."""
+    from pathlib import Path
+
+    evil = Path(settings.MEDIA_ROOT) / "clips" / "evil.html"
+    evil.parent.mkdir(parents=True, exist_ok=True)
+    evil.write_text("<script>alert(1)</script>")
+    clip = Clip.objects.create(project=project, file="clips/evil.html", original_name="evil.html", sha256="e" * 64,
+                               size_bytes=evil.stat().st_size)
+    client.force_login(annotator)
+    response = client.get(reverse("annotations:clip-media", args=[clip.pk]))
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert response["Content-Security-Policy"] == "sandbox"
