@@ -134,7 +134,7 @@ MAX_CLIP_WIDTH = env_int("AFFECTLOOP_MAX_CLIP_WIDTH", 3840, minimum=16)
 MAX_CLIP_HEIGHT = env_int("AFFECTLOOP_MAX_CLIP_HEIGHT", 2160, minimum=16)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o640
-DATA_UPLOAD_MAX_NUMBER_FILES = 200
+DATA_UPLOAD_MAX_NUMBER_FILES = 20  # per request: each file is probed and hashed inside it; use import_clips for bulk
 
 # --- security -------------------------------------------------------------------------------------
 HTTPS = env_bool("AFFECTLOOP_HTTPS", False)

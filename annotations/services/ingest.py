@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}
 IMPORT_USERNAME = "affectloop-import"
+PRELABEL_DEBOUNCE_S = 15
 MANIFEST_REQUIRED = ("path",)
 MANIFEST_KNOWN = ("path", "transcript", "language", "labels")
 
@@ -202,6 +203,8 @@ def validate_file(cand: Candidate) -> Checked:
             checked.transcript = cand.transcript
         else:
             sidecar = media.find_sidecar_transcript(cand.path)
+            if sidecar is not None and sidecar.is_symlink():
+                raise media.MediaRejected(f"transcript {sidecar.name} is a symbolic link")
             checked.transcript = media.read_transcript_file(sidecar) if sidecar else ""
     except media.MediaRejected as exc:
         checked.error = str(exc)
@@ -278,16 +281,15 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
 
             process_clip.delay_on_commit(clip.pk)
     except IntegrityError:
-        # Another import stored the same content between our check and our insert.
-        if created_file:
-            (Path(settings.MEDIA_ROOT) / rel).unlink(missing_ok=True)
+        # Another import stored the same content between our check and our insert. The file is the same
+        # bytes (content-addressed) and now belongs to that clip: keep it.
         existing = Clip.objects.filter(project=project, sha256=checked.sha256).first()
         if existing is None:
             raise
         return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.original_name})",
                        existing.pk)
     except BaseException:
-        if created_file:
+        if created_file and not Clip.objects.filter(file=rel).exists():
             (Path(settings.MEDIA_ROOT) / rel).unlink(missing_ok=True)
         raise
     return Outcome("imported", cand.display, f"clip {clip.pk}", clip.pk)
@@ -374,7 +376,9 @@ def process_clip(clip_id: int) -> str:
         thumb_abs.parent.mkdir(parents=True, exist_ok=True)
         media.make_thumbnail(path, thumb_abs, at_seconds=min(1.0, probe.duration / 2))
     except media.MediaRejected as exc:
-        Clip.objects.filter(pk=clip_id).update(status=Clip.Status.FAILED, error=str(exc), updated_at=timezone.now())
+        # A concurrent run may have finished first: never turn a ready clip into a failed one.
+        Clip.objects.filter(pk=clip_id).exclude(status=Clip.Status.READY).update(
+            status=Clip.Status.FAILED, error=str(exc), updated_at=timezone.now())
         return "failed"
     Clip.objects.filter(pk=clip_id).update(
         status=Clip.Status.READY, error="", thumbnail=thumb_rel, duration=probe.duration, fps=probe.fps,
@@ -384,5 +388,6 @@ def process_clip(clip_id: int) -> str:
     if (clip.project.config or {}).get("prelabel", {}).get("backends"):
         from ..tasks import enqueue_prelabel
 
-        enqueue_prelabel.delay_on_commit(clip.project_id)
+        # A short delay lets a burst of clips becoming ready share GPU batches.
+        transaction.on_commit(lambda: enqueue_prelabel.apply_async((clip.project_id,), countdown=PRELABEL_DEBOUNCE_S))
     return "ready"

@@ -202,3 +202,42 @@ def test_dry_run_validates_and_stores_nothing(clip_folder):
     code, lines, _ = run_import(str(clip_folder), "--project", "Demo", "--create-project", "--dry-run")
     assert code == 0 and all(line.startswith("valid ") for line in lines) and len(lines) == 4
     assert not Clip.objects.exists() and stored_media_files() == []
+
+
+def test_a_symlinked_sidecar_transcript_is_rejected(clip_folder, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for import")
+    video = sorted(clip_folder.glob("*.mp4"))[0]
+    video.with_suffix(".srt").unlink()
+    video.with_suffix(".srt").symlink_to(secret)
+    code, lines, _ = run_import(str(clip_folder), "--project", "Demo", "--create-project")
+    assert code == 1
+    assert f"rejected {video.name}: transcript {video.stem}.srt is a symbolic link" in lines
+    assert not Clip.objects.filter(transcript__contains="not for import").exists()
+
+
+def test_losing_an_insert_race_keeps_the_winners_file(clip_folder, monkeypatch):
+    """Two imports of the same content: the loser must not delete the file the winner's clip uses."""
+    from annotations.services import ingest
+
+    project = Project.objects.create(name="Race", slug="race")
+    video = sorted(clip_folder.glob("*.mp4"))[0]
+    checked = ingest.validate_file(ingest.Candidate(path=video, display=video.name))
+    winner = ingest.store_clip(project, checked, source="upload")
+    # Replay the interleaving: the loser copied the file in first (so it "created" it), then checked for a
+    # duplicate before the winner committed, then lost the insert.
+    Path(Clip.objects.get(pk=winner.clip_id).file.path).unlink()
+    real_filter, hidden = Clip.objects.filter, []
+
+    def stale_first_lookup(*args, **kwargs):
+        if not hidden and set(kwargs) == {"project", "sha256"}:
+            hidden.append(True)
+            return real_filter(pk=-1)
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(Clip.objects, "filter", stale_first_lookup)
+    loser = ingest.store_clip(project, checked, source="upload")
+    monkeypatch.undo()
+    assert winner.status == "imported" and loser.status == "duplicate"
+    clip = Clip.objects.get(pk=winner.clip_id)
+    assert Path(clip.file.path).is_file()
