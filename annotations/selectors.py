@@ -71,7 +71,8 @@ def prelabel_progress(project: Project) -> dict:
     labelled = ready.filter(predictions__backend="fused").distinct()
     return {
         "prelabeled": labelled.count(),
-        "queued": ready.filter(prelabel_queued_at__isnull=False, prelabel_error="").exclude(
+        "queued": ready.filter(prelabel_queued_at__isnull=False, prelabel_error="",
+                               label_state__in=["unlabeled", "prelabeled", "in_progress"]).exclude(
             pk__in=labelled.values("pk")).count(),
         "failed": ready.exclude(prelabel_error="").count(),
         "ready": ready.count(),

@@ -6,8 +6,10 @@ so the backends build their `model_version` with these same functions: one rule,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .prompts import AFFECTGPT_PROMPT_VERSION, INTERNVL_PROMPT_VERSION
@@ -18,6 +20,13 @@ AFFECTGPT_DEFAULT_LLM = "Qwen2.5-7B-Instruct"
 
 
 def file_sha256(path: str | Path) -> str:
+    """Hash of a (possibly multi-GB) weights file, remembered while its size and mtime stay the same."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

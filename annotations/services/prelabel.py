@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -128,7 +130,7 @@ def _versions(config: PrelabelConfig) -> list[str]:
     try:
         return [spec.version() for spec in config.backends]
     except OSError as exc:
-        raise ConfigError(f"a configured model file cannot be read: {exc}") from None
+        raise ConfigError(f"a configured model file cannot be read: {exc.strerror} ({exc.filename})") from None
 
 
 def clips_needing_prelabel(project: Project, config: PrelabelConfig | None = None):
@@ -155,10 +157,16 @@ def enqueue_prelabel(project: Project, *, force_ids: list[int] | None = None) ->
         qs = qs.filter(Q(prelabel_queued_at__isnull=True) | Q(prelabel_queued_at__lt=now - REQUEUE_AFTER))
     else:
         qs = qs.filter(pk__in=force_ids)
-    ids = list(qs.order_by("id").values_list("id", flat=True)[:5000])
-    if not ids:
+    candidates = list(qs.order_by("id").values_list("id", flat=True)[:5000])
+    if not candidates:
         return 0
     with transaction.atomic():
+        # Two enqueue jobs at once must not both send the same clips: lock the rows (PostgreSQL; SQLite
+        # serialises writers anyway) and re-check the queued mark under the lock.
+        locked = Clip.objects.select_for_update(skip_locked=True).filter(pk__in=candidates)
+        if force_ids is None:
+            locked = locked.filter(Q(prelabel_queued_at__isnull=True) | Q(prelabel_queued_at__lt=now - REQUEUE_AFTER))
+        ids = list(locked.order_by("id").values_list("id", flat=True))
         Clip.objects.filter(pk__in=ids).update(prelabel_queued_at=now)
         for start in range(0, len(ids), config.batch_size):
             batch = ids[start:start + config.batch_size]
@@ -187,6 +195,9 @@ def rerun_prelabel(clip_ids: list[int], *, actor=None) -> int:
 # Loaded models, per worker process, keyed by what identifies them: loaded lazily on the first task that
 # needs them (never at worker start) and kept for the process's life. One process per GPU.
 _BACKENDS: dict[tuple, object] = {}
+# A threaded worker (the embedded default) could otherwise load a model twice, or run two batches on one
+# GPU at once: one lock for loading and running models in this process.
+_GPU_LOCK = threading.RLock()
 
 
 def get_backend(spec: BackendSpec):
@@ -272,19 +283,39 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
             stats["skipped"] += len(project_clips) - len(todo)
             if not todo:
                 continue
-            backend = get_backend(spec)
             by_id = {str(c.pk): c for c in todo}
             inputs = [ClipInput(clip_id=str(c.pk), video_path=c.file.path, transcript=c.transcript) for c in todo]
-            for pred in predict_with_oom_fallback(backend, inputs):
+            try:
+                with _GPU_LOCK:
+                    predictions = predict_with_oom_fallback(get_backend(spec), inputs)
+            except Exception as exc:  # noqa: BLE001 - recorded on the clips, so beat does not retry blindly
+                log.exception("pre-labeling with %s failed for clips %s", spec.kind, list(by_id))
+                message = f"{spec.kind}: {type(exc).__name__}: {user_safe(str(exc))}"[:2000]
+                Clip.objects.filter(pk__in=[c.pk for c in todo]).update(prelabel_error=message)
+                for clip in todo:
+                    clip.prelabel_error = message
+                stats["errors"] += len(todo)
+                continue
+            for pred in predictions:
                 clip = by_id[pred.clip_id]
                 if pred.error:
                     stats["errors"] += 1
-                    clip.prelabel_error = f"{spec.kind}: {pred.error}"[:2000]
+                    clip.prelabel_error = f"{spec.kind}: {user_safe(pred.error)}"[:2000]
                     Clip.objects.filter(pk=clip.pk).update(prelabel_error=clip.prelabel_error)
                     continue
                 stats["stored"] += _store(clip, pred, spec, spec.kind)
         _fuse_and_score(project, config, versions, project_clips)
+        # Whatever this run did not finish (taken by a human meanwhile, or failed) is no longer queued.
+        Clip.objects.filter(pk__in=[c.pk for c in project_clips]).update(prelabel_queued_at=None)
     return stats
+
+
+def user_safe(message: str) -> str:
+    """Error text shown to project members: without server paths."""
+    from django.conf import settings
+
+    message = message.replace(str(settings.MEDIA_ROOT), "<media>")
+    return re.sub(r"(?:file:)?/(?:[\w.@+-]+/)+[\w.@+-]*", "<path>", message)
 
 
 def _fuse_and_score(project: Project, config: PrelabelConfig, versions: list[str], clips: list[Clip]) -> None:

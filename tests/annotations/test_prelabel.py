@@ -188,3 +188,20 @@ def test_admin_action_reruns_a_selection(client, project, tiny_models, clip_fold
     after = set(Prediction.objects.filter(clip_id__in=chosen).values_list("pk", flat=True))
     assert len(after) == 6 and not (before & after)  # fresh rows for exactly the selection
     assert Prediction.objects.count() == 12
+
+
+def test_a_backend_that_crashes_marks_its_clips_without_paths(project, tiny_models, clip_folder, settings):
+    ingest(clip_folder, project)
+    project.config = {"prelabel": {"backends": {"internvl": {"model": str(clip_folder), "num_frames": 2}}}}
+    project.save()  # a folder that holds no model: loading raises inside the worker
+    assert prelabel.enqueue_prelabel(project) == 4
+    for clip in Clip.objects.all():
+        assert clip.prelabel_error.startswith("internvl: ") and clip.prelabel_queued_at is None
+        assert str(clip_folder) not in clip.prelabel_error and str(settings.MEDIA_ROOT) not in clip.prelabel_error
+    assert prelabel.enqueue_prelabel(project) == 0  # not retried blindly; the admin re-run clears it
+
+
+def test_user_safe_removes_server_paths(settings):
+    text = f"cannot read audio: file:{settings.MEDIA_ROOT}/clips/1/ab/x.mp4: Invalid data; see /opt/models/x.bin"
+    safe = prelabel.user_safe(text)
+    assert "/opt/models" not in safe and str(settings.MEDIA_ROOT) not in safe and "Invalid data" in safe
