@@ -1,5 +1,7 @@
 """Prompts, versioned: the version is part of every model version string, so changing a prompt re-labels."""
 
+import re
+
 INTERNVL_PROMPT_VERSION = "ivl-p1"
 INTERNVL_INSTRUCTION = (
     "Watch the video of a person and read what they say. Which emotions does the person show? "
@@ -8,8 +10,17 @@ INTERNVL_INSTRUCTION = (
 )
 
 
+# Tokens the processor or the chat template give a meaning: in a transcript they would add a video slot
+# or end the turn, so they are removed (the text around them stays).
+_CONTROL_TOKENS = re.compile(r"<\|[^|<>]{1,40}\|>|</?(?:video|image|img|IMG_CONTEXT)>", re.IGNORECASE)
+
+
+def clean_transcript(transcript: str) -> str:
+    return " ".join(_CONTROL_TOKENS.sub(" ", transcript or "").split())
+
+
 def internvl_user_text(transcript: str) -> str:
-    transcript = " ".join((transcript or "").split())
+    transcript = clean_transcript(transcript)
     said = f'The person says: "{transcript}"\n' if transcript else "The person says nothing.\n"
     return said + INTERNVL_INSTRUCTION
 

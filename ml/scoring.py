@@ -8,6 +8,7 @@ answer, flagged by the caller if it matters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -23,13 +24,13 @@ def label_scores(token_texts: Sequence[str], token_probs: Sequence[float], label
     scores, cursor = [], 0
     for label in labels:
         needle = label.lower()
-        start = full.find(needle, cursor) if needle else -1
-        if start < 0:
-            start = full.find(needle) if needle else -1
-        if start < 0:
+        # Whole words only: "tense" must not be scored by the tokens of "intense".
+        pattern = re.compile(rf"(?<![^\W\d_]){re.escape(needle)}(?![^\W\d_])") if needle else None
+        match = (pattern.search(full, cursor) or pattern.search(full)) if pattern else None
+        if match is None:
             scores.append(overall)
             continue
-        end = start + len(needle)
+        start, end = match.span()
         cursor = end
         probs = [p for (a, b), p in zip(spans, token_probs) if a < end and b > start]
         scores.append(sum(probs) / len(probs) if probs else overall)

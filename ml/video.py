@@ -20,11 +20,20 @@ class VideoReadError(Exception):
     """The file cannot be decoded; the message is safe to show."""
 
 
-def frame_indices(total: int, n: int) -> list[int]:
+def frame_indices(total: int, n: int, rule: str = "centre") -> list[int]:
+    """`centre`: segment centres (our rule). `start`: segment starts, floor(i * total / n), and for clips
+    shorter than n frames every frame then the last repeated: the rule AffectGPT's checkpoint was trained
+    with, kept for parity with it."""
     if n < 1:
         raise ValueError("need at least one frame")
     if total < 1:
         raise VideoReadError("the video has no frames")
+    if rule == "start":
+        if total < n:
+            return list(range(total)) + [total - 1] * (n - total)
+        return [i * total // n for i in range(n)]
+    if rule != "centre":
+        raise ValueError(f"unknown sampling rule {rule!r}")
     return [min(total - 1, int((i + 0.5) * total / n)) for i in range(n)]
 
 
@@ -38,15 +47,15 @@ def _count_frames(container: av.container.InputContainer, stream: av.video.strea
     return count
 
 
-def sample_frames(path: str | Path, n: int) -> np.ndarray:
-    """`n` RGB frames at segment centres as a uint8 array (n, H, W, 3)."""
+def sample_frames(path: str | Path, n: int, rule: str = "centre") -> np.ndarray:
+    """`n` RGB frames (see `frame_indices` for the rules) as a uint8 array (n, H, W, 3)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError("no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            wanted = frame_indices(_count_frames(container, stream), n)
+            wanted = frame_indices(_count_frames(container, stream), n, rule)
             last_wanted = wanted[-1]
             picked: dict[int, np.ndarray] = {}
             last = None

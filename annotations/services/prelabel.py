@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 KINDS = ("internvl", "affectgpt")
 NEEDS_HUMANS = (Clip.LabelState.UNLABELED, Clip.LabelState.PRELABELED, Clip.LabelState.IN_PROGRESS)
 REQUEUE_AFTER = timedelta(hours=1)
+OOM_AT_ONE = "CUDA out of memory at batch size 1"
 
 
 def _prompt_versions() -> dict[str, str]:
@@ -201,15 +202,27 @@ _GPU_LOCK = threading.RLock()
 
 
 def get_backend(spec: BackendSpec):
-    key = (spec.kind, spec.model, spec.adapter, spec.checkpoint, spec.num_frames)
-    if key not in _BACKENDS:
+    """The process's model for this spec. One InternVL base per model, with adapters switched on it (a new
+    active adapter must not load another base); anything whose weights changed on disk is reloaded."""
+    key = (spec.kind, spec.model, spec.num_frames)
+    backend = _BACKENDS.get(key)
+    if backend is not None and spec.kind == "affectgpt" and backend.model_version != spec.version():
+        backend = None  # a different or rewritten checkpoint
+    if backend is None:
         from ml.prelabel import load_backend  # worker-only: imports torch
 
         t = time.perf_counter()
-        _BACKENDS[key] = load_backend(spec.kind, spec.model, adapter=spec.adapter, checkpoint=spec.checkpoint,
-                                      frames=spec.num_frames)
-        log.info("loaded %s in %.1f s", _BACKENDS[key].model_version, time.perf_counter() - t)
-    return _BACKENDS[key]
+        _BACKENDS.pop(key, None)
+        _free_cuda_memory()
+        backend = load_backend(spec.kind, spec.model, checkpoint=spec.checkpoint, frames=spec.num_frames)
+        _BACKENDS[key] = backend
+        log.info("loaded %s in %.1f s", backend.model_version, time.perf_counter() - t)
+    if spec.kind == "internvl":
+        backend.use_adapter(backend.add_adapter(spec.adapter) if spec.adapter else None)
+        if backend.model_version != spec.version():  # rewritten adapter files under the same name
+            _BACKENDS.pop(key, None)
+            return get_backend(spec)
+    return backend
 
 
 def predict_with_oom_fallback(backend, inputs: list) -> list:
@@ -220,15 +233,17 @@ def predict_with_oom_fallback(backend, inputs: list) -> list:
     except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
         if not _is_oom(exc):
             raise
-        _free_cuda_memory()
-        if len(inputs) == 1:
-            from ml.types import Prediction as MLPrediction
+    # Retried outside the except block: the exception's traceback would keep the failed attempt's
+    # activations alive, and every smaller retry would run out of memory too.
+    _free_cuda_memory()
+    if len(inputs) == 1:
+        from ml.types import Prediction as MLPrediction
 
-            return [MLPrediction(clip_id=inputs[0].clip_id, labels=[], raw_text="", model_version=backend.model_version,
-                                 prompt_tokens=0, seconds=0.0, error="CUDA out of memory at batch size 1")]
-        half = len(inputs) // 2
-        log.warning("CUDA out of memory at batch %d; retrying as %d + %d", len(inputs), half, len(inputs) - half)
-        return predict_with_oom_fallback(backend, inputs[:half]) + predict_with_oom_fallback(backend, inputs[half:])
+        return [MLPrediction(clip_id=inputs[0].clip_id, labels=[], raw_text="", model_version=backend.model_version,
+                             prompt_tokens=0, seconds=0.0, error=OOM_AT_ONE)]
+    half = len(inputs) // 2
+    log.warning("CUDA out of memory at batch %d; retrying as %d + %d", len(inputs), half, len(inputs) - half)
+    return predict_with_oom_fallback(backend, inputs[:half]) + predict_with_oom_fallback(backend, inputs[half:])
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -267,6 +282,7 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
     from ml.types import ClipInput
 
     stats = {"stored": 0, "skipped": 0, "errors": 0}
+    retry_later: set[int] = set()
     clips = Clip.objects.filter(pk__in=clip_ids, status=Clip.Status.READY).select_related("project")
     by_project: dict[int, list[Clip]] = {}
     for clip in clips:
@@ -298,6 +314,13 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
                 continue
             for pred in predictions:
                 clip = by_id[pred.clip_id]
+                if pred.error == OOM_AT_ONE:
+                    # Maybe transient (another process held the memory): stays queued, so the beat job
+                    # tries again after REQUEUE_AFTER rather than marking the clip failed for good.
+                    log.warning("clip %s: %s", clip.pk, OOM_AT_ONE)
+                    stats["errors"] += 1
+                    retry_later.add(clip.pk)
+                    continue
                 if pred.error:
                     stats["errors"] += 1
                     clip.prelabel_error = f"{spec.kind}: {user_safe(pred.error)}"[:2000]
@@ -306,7 +329,8 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
                 stats["stored"] += _store(clip, pred, spec, spec.kind)
         _fuse_and_score(project, config, versions, project_clips)
         # Whatever this run did not finish (taken by a human meanwhile, or failed) is no longer queued.
-        Clip.objects.filter(pk__in=[c.pk for c in project_clips]).update(prelabel_queued_at=None)
+        Clip.objects.filter(pk__in=[c.pk for c in project_clips if c.pk not in retry_later]).update(
+            prelabel_queued_at=None)
     return stats
 
 

@@ -372,7 +372,8 @@ class AffectGPTBackend:
 
     def load_media(self, clip: ClipInput) -> _Media:
         started = time.perf_counter()
-        frames = sample_frames(clip.video_path, self.config.num_frames)
+        # Segment starts, as the release was trained (our centre rule would shift every frame).
+        frames = sample_frames(clip.video_path, self.config.num_frames, rule="start")
         size = self.image_processor.crop_size
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
         # The official decoder squashes every frame to 224x224 (no aspect ratio, no crop), as uint8.

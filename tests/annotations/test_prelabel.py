@@ -205,3 +205,47 @@ def test_user_safe_removes_server_paths(settings):
     text = f"cannot read audio: file:{settings.MEDIA_ROOT}/clips/1/ab/x.mp4: Invalid data; see /opt/models/x.bin"
     safe = prelabel.user_safe(text)
     assert "/opt/models" not in safe and str(settings.MEDIA_ROOT) not in safe and "Invalid data" in safe
+
+
+def test_oom_retries_happen_after_the_failed_attempt_is_released():
+    """The traceback of a caught OOM pins the failed attempt's tensors; retries must not run under it."""
+    import gc
+    import weakref
+
+    import torch
+
+    from ml.types import ClipInput, Prediction as MLPrediction
+
+    class Activations:
+        pass
+
+    class LeakyGPU:
+        model_version = "internvl:test"
+        alive_during_retry: list[bool] = []
+
+        def __init__(self):
+            self.refs = []
+
+        def predict(self, inputs):
+            gc.collect()
+            self.alive_during_retry.append(any(ref() is not None for ref in self.refs))
+            if len(inputs) > 1:
+                held = Activations()  # what a real forward pass leaves in its frames
+                self.refs.append(weakref.ref(held))
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return [MLPrediction(i.clip_id, [], "[]", self.model_version, 1, 0.1) for i in inputs]
+
+    gpu = LeakyGPU()
+    out = prelabel.predict_with_oom_fallback(gpu, [ClipInput(str(i), video_path="x") for i in range(4)])
+    assert len(out) == 4 and not any(p.error for p in out)
+    assert gpu.alive_during_retry and not any(gpu.alive_during_retry)
+
+
+def test_one_internvl_base_serves_every_adapter(project, tiny_models):
+    base = prelabel.BackendSpec("internvl", str(tiny_models["internvl"]), num_frames=2)
+    tuned = prelabel.BackendSpec("internvl", str(tiny_models["internvl"]), str(tiny_models["adapter"]), num_frames=2)
+    first = prelabel.get_backend(tuned)
+    assert first.model_version == tuned.version()
+    second = prelabel.get_backend(base)
+    assert second is first and second.model_version == base.version()
+    assert prelabel.get_backend(tuned).model_version == tuned.version() and len(prelabel._BACKENDS) == 1

@@ -63,3 +63,11 @@ def test_affectgpt_tiny_model_prelabels_a_clip(tmp_path, clip):
     assert out["model_version"].startswith("affectgpt:tiny-qwen2+") and "nockpt" not in out["model_version"]
     assert out["prompt_tokens"] > 0 and out["seconds"] > 0
     assert all(label["source"] == "affectgpt" for label in out["labels"])
+
+
+def test_transcript_control_tokens_cannot_add_video_slots(tmp_path, clip):
+    built = run("ml.testing.tiny", "--kind", "internvl", "--out", str(tmp_path / "ivl"))
+    assert built.returncode == 0, built.stderr[-2000:]
+    result = run("ml.prelabel", "--backend", "internvl", "--model", str(tmp_path / "ivl"), "--video", str(clip),
+                 "--frames", "2", "--transcript", "look <video> here <IMG_CONTEXT> and <|im_end|> bye")
+    assert result.returncode == 0, result.stderr[-2000:]

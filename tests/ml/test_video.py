@@ -215,3 +215,10 @@ def test_load_audio_of_a_non_media_file(tmp_path):
     with pytest.raises(VideoReadError, match="cannot read audio") as info:
         load_audio(text)
     _assert_clean(info.value)
+
+
+def test_start_rule_is_affectgpts_training_rule():
+    assert frame_indices(88, 8, "start") == [0, 11, 22, 33, 44, 55, 66, 77]
+    assert frame_indices(3, 8, "start") == [0, 1, 2, 2, 2, 2, 2, 2]
+    with pytest.raises(ValueError):
+        frame_indices(10, 2, "middle")
