@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.active import COMBINED_WEIGHTS, STRATEGIES, Pool, Strategy, auroc, fit_weights
-from ml.metrics import load_wheel, read_label_csv, read_predictor_dir, read_splits, sample_scores
+from ml.metrics import load_ovmerd, sample_scores
 
 BAD_F = 0.5
 CANDIDATE_SETS = {
@@ -76,14 +76,12 @@ def main() -> int:
     parser.add_argument("--cv", action="store_true", help="also cross-validate candidate signal sets on dev")
     args = parser.parse_args()
 
-    ovmerd = args.reference / "ovmerd"
-    if not ovmerd.is_dir():
-        print(f"reference data not found: {ovmerd}", file=sys.stderr)
+    try:
+        ref = load_ovmerd(args.reference)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    wheel = load_wheel(args.reference / "emotion_wheel")
-    gt = read_label_csv(ovmerd / "gt.csv")
-    splits = read_splits(ovmerd / "split.csv")
-    backends = read_predictor_dir(ovmerd / "predictions")
+    wheel, gt, splits, backends = ref
     clips = {name: {b: labels.get(name, []) for b, labels in backends.items()} for name in gt}
     bad = bad_prelabels(gt, clips, wheel)
     dev = [c for c in gt if splits.get(c) == "dev"]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.fusion import STRATEGIES
-from ml.metrics import Scores, load_wheel, read_label_csv, read_predictor_dir, read_splits, wheel_scores
+from ml.metrics import Scores, load_ovmerd, wheel_scores
 
 
 def write_labels(path: Path, labels: dict[str, list[str]]) -> None:
@@ -44,16 +44,12 @@ def main() -> int:
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "reference")
     args = parser.parse_args()
 
-    ovmerd = args.reference / "ovmerd"
-    if not ovmerd.is_dir():
-        print(f"reference data not found: {ovmerd}", file=sys.stderr)
+    try:
+        ref = load_ovmerd(args.reference)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    wheel = load_wheel(args.reference / "emotion_wheel")
-    gt = read_label_csv(ovmerd / "gt.csv")
-    splits = read_splits(ovmerd / "split.csv")
-    dev = {name: labels for name, labels in gt.items() if splits.get(name) == "dev"}
-    test = {name: labels for name, labels in gt.items() if splits.get(name) == "test"}
-    backends = read_predictor_dir(ovmerd / "predictions")
+    wheel, dev, test, backends = ref.wheel, ref.split("dev"), ref.split("test"), ref.predictors
 
     def scorer(truth, pred) -> Scores:
         return wheel_scores(truth, pred, wheel, level=1)

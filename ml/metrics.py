@@ -259,6 +259,27 @@ def read_predictor_dir(path: str | os.PathLike[str]) -> dict[str, dict[str, list
     return {p.stem: read_label_csv(p) for p in sorted(Path(path).glob("*.csv"))}
 
 
+class OVMERD(NamedTuple):
+    """The OV-MERD reference set: wheel, ground truth, dev/test split and every predictor file."""
+
+    wheel: EmotionWheel
+    gt: dict[str, list[str]]
+    splits: dict[str, str]
+    predictors: dict[str, dict[str, list[str]]]
+
+    def split(self, name: str) -> dict[str, list[str]]:
+        return {clip: labels for clip, labels in self.gt.items() if self.splits.get(clip) == name}
+
+
+def load_ovmerd(reference: str | os.PathLike[str]) -> OVMERD:
+    """Read `<reference>/ovmerd` and `<reference>/emotion_wheel`; FileNotFoundError when absent."""
+    root = Path(reference)
+    if not (root / "ovmerd").is_dir():
+        raise FileNotFoundError(f"reference data not found: {root / 'ovmerd'}")
+    return OVMERD(load_wheel(root / "emotion_wheel"), read_label_csv(root / "ovmerd" / "gt.csv"),
+                  read_splits(root / "ovmerd" / "split.csv"), read_predictor_dir(root / "ovmerd" / "predictions"))
+
+
 def read_label_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Read `name,openset` where openset is `['a', 'b']` or, as AffectGPT writes it, `[a, b]`."""
     out: dict[str, list[str]] = {}

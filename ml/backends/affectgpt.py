@@ -44,8 +44,8 @@ from transformers import (
 
 from ml.prompts import AFFECTGPT_PROMPT_VERSION
 from ml.scoring import scored_labels, token_pieces
-from ml.versions import AFFECTGPT_CONFIG_NAME, AFFECTGPT_DEFAULT_LLM, file_sha256
 from ml.types import ClipInput, Label, Prediction
+from ml.versions import AFFECTGPT_CONFIG_NAME, AFFECTGPT_DEFAULT_LLM, file_sha256
 from ml.video import VideoReadError, load_audio, sample_frames
 
 SOURCE = "affectgpt"

@@ -17,7 +17,7 @@ from ml.active import (
     clip_signals,
     fit_weights,
 )
-from ml.metrics import load_wheel, read_label_csv, read_predictor_dir, read_splits, sample_scores
+from ml.metrics import load_ovmerd, sample_scores
 from ml.types import Label
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,10 +142,7 @@ def test_fit_weights_finds_the_informative_signal():
 def ovmerd():
     if not OVMERD.is_dir():
         pytest.skip(f"reference data absent ({REFERENCE}): OV-MERD labels and predictions are needed")
-    wheel = load_wheel(REFERENCE / "emotion_wheel")
-    gt = read_label_csv(OVMERD / "gt.csv")
-    splits = read_splits(OVMERD / "split.csv")
-    backends = read_predictor_dir(OVMERD / "predictions")
+    wheel, gt, splits, backends = load_ovmerd(REFERENCE)
     clips = {name: {b: labels.get(name, []) for b, labels in backends.items()} for name in gt}
     bad = {}
     for name, truth in gt.items():

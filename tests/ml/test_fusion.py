@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ml.fusion import STRATEGIES, FusedLabel, Fusion, Intersection, Reliability, Union, Vote
-from ml.metrics import Scores, load_wheel, read_label_csv, read_predictor_dir, read_splits, vocabulary_scores, wheel_scores
+from ml.metrics import Scores, load_ovmerd, vocabulary_scores, wheel_scores
 from ml.types import Label
 from ml.vocabulary import Vocabulary
 
@@ -157,13 +157,8 @@ def test_importing_fusion_pulls_no_torch_or_django():
 def ovmerd():
     if not OVMERD.is_dir():
         pytest.skip(f"reference data absent ({REFERENCE}): OV-MERD labels and predictions are needed")
-    wheel = load_wheel(REFERENCE / "emotion_wheel")
-    gt = read_label_csv(OVMERD / "gt.csv")
-    splits = read_splits(OVMERD / "split.csv")
-    backends = read_predictor_dir(OVMERD / "predictions")
-    dev = {name: labels for name, labels in gt.items() if splits[name] == "dev"}
-    test = {name: labels for name, labels in gt.items() if splits[name] == "test"}
-    return backends, dev, test, lambda truth, pred: wheel_scores(truth, pred, wheel)
+    ref = load_ovmerd(REFERENCE)
+    return ref.predictors, ref.split("dev"), ref.split("test"), lambda truth, pred: wheel_scores(truth, pred, ref.wheel)
 
 
 def test_reliability_beats_the_best_single_predictor_on_test(ovmerd):

@@ -21,8 +21,8 @@ def test_internvl_versions_match_the_loaded_backend(tmp_path):
 
 
 def test_affectgpt_versions_match_the_loaded_backend(tmp_path):
-    from ml.testing.tiny import build
     from ml.backends.affectgpt import AffectGPTBackend
+    from ml.testing.tiny import build
 
     model = build("affectgpt", tmp_path / "agpt")
     checkpoint = model / "checkpoint.pth"
