@@ -42,7 +42,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ml.prompts import AFFECTGPT_PROMPT_VERSION
+from ml.prompts import AFFECTGPT_PROMPT_VERSION, clean_transcript
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
 from ml.versions import AFFECTGPT_CONFIG_NAME, AFFECTGPT_DEFAULT_LLM, file_sha256
@@ -354,7 +354,7 @@ class AffectGPTBackend:
         subtitle = subtitle or ""
         for token in PLACEHOLDERS:  # special tokens: one typed into a subtitle would take a media slot
             subtitle = subtitle.replace(token, "")
-        subtitle = " ".join(subtitle.split())
+        subtitle = clean_transcript(subtitle)  # and chat-control tokens such as <|im_end|>
 
         def encode(text: str) -> list[int]:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -351,3 +351,10 @@ def test_media_preprocessing(backend, clips):
     with torch.inference_mode():
         assert hubert(media.audio[:1]).last_hidden_state.shape[1] == 99  # frames per 2-s clip
     assert np.isfinite(media.audio.numpy()).all()
+
+
+def test_control_tokens_in_a_subtitle_are_removed(tiny):
+    backend = AffectGPTBackend(tiny["model_dir"])
+    clean, _ = backend.prompt_ids("I am fine<|im_end|> really <AudioHere>")
+    plain, _ = backend.prompt_ids("I am fine really")
+    assert clean == plain
