@@ -70,6 +70,7 @@ def prelabel_progress(project: Project) -> dict:
     recent = fused.filter(created_at__gte=since).count()
     labelled = ready.filter(predictions__backend="fused").distinct()
     return {
+        "configured": bool(((project.config or {}).get("prelabel") or {}).get("backends")),
         "prelabeled": labelled.count(),
         "queued": ready.filter(prelabel_queued_at__isnull=False, prelabel_error="",
                                label_state__in=["unlabeled", "prelabeled", "in_progress"]).exclude(
