@@ -163,7 +163,7 @@ def test_bad_files_are_rejected_with_a_reason_and_nothing_is_stored(tmp_path):
     good = make_video(folder / "good.mp4")
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[: int(good.stat().st_size * 0.6)])
-    subtitles = make_video(folder / "latin.mp4", seconds=1.2)
+    make_video(folder / "latin.mp4", seconds=1.2)
     (folder / "latin.srt").write_bytes("1\n00:00:00,000 --> 00:00:01,000\nJ'\xe9tais inquiet\n".encode("latin-1"))
     code, lines, err = run_import(str(folder), "--project", "Demo", "--create-project")
     assert code == 1
