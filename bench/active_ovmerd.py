@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.active import COMBINED_WEIGHTS, STRATEGIES, Pool, Strategy, auroc, fit_weights
-from ml.metrics import load_ovmerd, sample_scores
+from ml.metrics import REFERENCE_DIR, REFERENCE_DIR_ENV, load_ovmerd, sample_scores
 
 BAD_F = 0.5
 CANDIDATE_SETS = {
@@ -72,7 +72,8 @@ def cross_validate(clips: dict, bad: dict[str, bool], gt: dict[str, list[str]], 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "reference")
+    parser.add_argument("--reference", type=Path, default=REFERENCE_DIR,
+                        help=f"the reference data (default {REFERENCE_DIR}; env {REFERENCE_DIR_ENV})")
     parser.add_argument("--cv", action="store_true", help="also cross-validate candidate signal sets on dev")
     args = parser.parse_args()
 

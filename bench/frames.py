@@ -27,18 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ml.testing.samples import make_clip
 from ml.video import frame_indices, sample_frames
 
 FPS = 25
-
-
-def make_clip(path: Path, index: int, seconds: float, width: int, height: int) -> None:
-    source = "testsrc2" if index % 2 == 0 else "mandelbrot"
-    video = f"{source}=s={width}x{height}:r={FPS}"
-    audio = f"sine=f={220 + 110 * index}:sample_rate=48000"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio,
-                    "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
-                    "-c:a", "aac", "-b:a", "96k", str(path)], check=True)
 
 
 def frame_count(path: Path) -> int:
@@ -82,16 +74,20 @@ def main():
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     counts = [int(v) for v in args.frames.split(",")]
-    if shutil.which("ffmpeg") is None:
-        sys.exit("ffmpeg is not installed")
 
     work = Path(tempfile.mkdtemp(prefix="affectloop-bench-frames-"))
     try:
         t = time.perf_counter()
         clips = []
-        for i in range(args.clips):
-            clips.append(work / f"clip{i:02d}.mp4")
-            make_clip(clips[-1], i, args.seconds, width, height)
+        try:
+            for i in range(args.clips):
+                # GOP 50: seeking to a timestamp has a real decoding cost, as in a camera or phone clip.
+                clips.append(make_clip(work / f"clip{i:02d}.mp4", seconds=args.seconds,
+                                       size=f"{width}x{height}", fps=FPS,
+                                       pattern="testsrc2" if i % 2 == 0 else "mandelbrot",
+                                       tone_hz=220 + 110 * i, audio_rate=48000, extra=["-g", "50"]))
+        except RuntimeError as exc:  # no ffmpeg, or it failed: the message says which
+            sys.exit(str(exc))
         print(f"generated {args.clips} clips ({args.seconds:g} s, {width}x{height}, H.264 GOP 50 + AAC) "
               f"in {time.perf_counter() - t:.1f} s", flush=True)
 

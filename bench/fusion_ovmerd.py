@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.fusion import STRATEGIES
-from ml.metrics import Scores, load_ovmerd, wheel_scores
+from ml.metrics import REFERENCE_DIR, REFERENCE_DIR_ENV, Scores, load_ovmerd, wheel_scores
 
 
 def write_labels(path: Path, labels: dict[str, list[str]]) -> None:
@@ -41,7 +41,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "reference")
+    parser.add_argument("--reference", type=Path, default=REFERENCE_DIR,
+                        help=f"the reference data (default {REFERENCE_DIR}; env {REFERENCE_DIR_ENV})")
     args = parser.parse_args()
 
     try:

@@ -5,7 +5,7 @@
         [--device cuda|cpu] [--seconds 3] [--size 640x360] [--warmup 1] [--repeats 1] [--threads N]
         [--natural-stop] [--work-dir DIR] [--json FILE] [--keep]
 
-Generates N sample clips (annotations.samples, tone soundtrack), loads ONE backend through its production
+Generates N sample clips (ml.testing.samples, tone soundtrack), loads ONE backend through its production
 constructor, then for each batch size b (in one run, on the same clips) sets `backend.batch_size = b`,
 runs one untimed warm-up batch of b clips and times `backend.predict(all N clips)` (--repeats times, the
 median is kept). Reported per batch size:
@@ -34,9 +34,10 @@ Model sources:
   --model DIR      an existing model folder (AffectGPT: plus --checkpoint, default DIR/checkpoint.pth if any);
   --random-init C  (InternVL only) C = internvl3-1b | internvl3-2b: the InternVL3-{1B,2B}-hf architecture at
                    full size with RANDOM weights, nothing downloaded. It is instantiated directly on the target
-                   device (bf16 on CUDA, fp32 on CPU), saved to a temp dir with a tokenizer and processor built
-                   the way ml.testing.tiny_internvl does, freed, and loaded back through InternVLBackend --
-                   the production path, no constructor hook. Build, save and load times are printed.
+                   device (bf16 on CUDA, fp32 on CPU) by ml.testing.random_internvl, saved to a temp dir
+                   with its tokenizer and processor (ml.testing.tiny_internvl.save_internvl), freed, and
+                   loaded back through InternVLBackend -- the production path, no constructor hook. Build,
+                   save and load times are printed.
                    The tokenizer has the real vocabulary size, with the Qwen2.5 / InternVL special tokens at
                    their real ids, and BPE merges trained on the prompt texts so that English words are one
                    token each as in Qwen's vocabulary: image tokens are exact, text tokens approximate.
@@ -65,134 +66,34 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-# --- realistic InternVL3-hf architectures ---------------------------------------------------------------
-
-# InternViT-300M-448px-V2.5 as the -hf configs spell it (qkv with bias, layer scale, mean pooling).
-INTERNVIT_300M = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                  "intermediate_size": 4096, "image_size": 448, "patch_size": 14, "attention_bias": True,
-                  "use_qk_norm": False, "norm_type": "layer_norm", "layer_norm_eps": 1e-6, "hidden_act": "gelu",
-                  "layer_scale_init_value": 0.1, "use_mean_pooling": True,
-                  "use_absolute_position_embeddings": True}
-# Qwen2.5-0.5B / -1.5B language models; InternVL3 does not tie the output layer to the embeddings (that is
-# what makes the published sizes, 0.94 B and 2.09 B, add up).
-QWEN25 = {
-    "internvl3-1b": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-                     "num_key_value_heads": 2, "intermediate_size": 4864},
-    "internvl3-2b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
-                     "num_key_value_heads": 2, "intermediate_size": 8960},
-}
-VOCAB_SIZE = 151674
-# Real ids in the InternVL3-hf tokenizer (Qwen2.5's specials, then InternVL's).
-SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
-               "<img>": 151665, "</img>": 151666, "<IMG_CONTEXT>": 151667}
-VIDEO_TOKEN_ID = VOCAB_SIZE  # text-only placeholder: the processor expands "<video>" before ids reach the model
-
-
-def internvl3_config(name: str):
-    """The InternVL3-{1B,2B}-hf architecture as an `InternVLConfig` (random-init benchmarks, no download)."""
-    from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
-
-    if name not in QWEN25:
-        raise ValueError(f"unknown config {name!r}; choose from {sorted(QWEN25)}")
-    vision = InternVLVisionConfig(**INTERNVIT_300M)
-    text = Qwen2Config(**QWEN25[name], vocab_size=VOCAB_SIZE, hidden_act="silu", max_position_embeddings=32768,
-                       rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-                       use_sliding_window=False, tie_word_embeddings=False,
-                       bos_token_id=SPECIAL_IDS["<|endoftext|>"], eos_token_id=SPECIAL_IDS["<|im_end|>"],
-                       pad_token_id=SPECIAL_IDS["<|endoftext|>"])
-    tokens_per_frame = (448 // 14) ** 2 // 4  # pixel shuffle with downsample_ratio 0.5
-    return InternVLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                          image_token_id=SPECIAL_IDS["<IMG_CONTEXT>"], image_seq_length=tokens_per_frame,
-                          downsample_ratio=0.5, projector_hidden_act="gelu", vision_feature_layer=-1,
-                          vision_feature_select_strategy="default", tie_word_embeddings=False)
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
-
-
-def build_realistic_tokenizer(texts: list[str]):
-    """A Qwen2 byte-level BPE tokenizer with the real vocabulary size and special-token ids, whose merges are
-    trained on `texts` (to saturation, so each word of them is one token, close to Qwen's count for plain
-    English). Unused ids are filler words (" w123") so that garbage output decodes to text."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
-    from ml.testing.tiny_internvl import CHAT_TEMPLATE, MULTIMODAL_TOKENS
-    from ml.testing.tiny_internvl import build_tokenizer as build_byte_tokenizer
-
-    bpe = Tokenizer(models.BPE())
-    # Qwen2's own pre-tokenizer (regex split + byte level), so the merges fit how it splits words.
-    bpe.pre_tokenizer = build_byte_tokenizer().backend_tokenizer.pre_tokenizer
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=100_000, min_frequency=1, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    trained = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    words = sorted(trained["vocab"], key=trained["vocab"].get)
-    specials = {**SPECIAL_IDS, "<video>": VIDEO_TOKEN_ID}
-    by_id = dict(enumerate(words))
-    free = (i for i in range(len(words), VIDEO_TOKEN_ID + 1) if i not in specials.values())
-    for token, token_id in specials.items():
-        by_id[token_id] = token
-    taken = set(words)
-    for i in free:
-        by_id[i] = f"\u0120w{i}" if f"\u0120w{i}" not in taken else f"\u0120w{i}_"
-    vocab = {token: i for i, token in by_id.items()}
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
-                               pad_token="<|endoftext|>", extra_special_tokens=MULTIMODAL_TOKENS,
-                               chat_template=CHAT_TEMPLATE)
-    tokenizer.add_tokens(list(specials), special_tokens=True)  # never split; they keep the ids above
-    for token, token_id in specials.items():
-        if tokenizer.convert_tokens_to_ids(token) != token_id:
-            raise RuntimeError(f"{token} got id {tokenizer.convert_tokens_to_ids(token)}, expected {token_id}")
-    return tokenizer
-
-
-def tokenizer_corpus(transcripts: list[str]) -> list[str]:
-    from ml.prompts import internvl_user_text
-
-    return ([internvl_user_text(t) for t in [*transcripts, ""]] + ["user\n", "assistant\n"]
-            + [f"Frame{i}: " for i in range(1, 65)])
+from ml.testing.random_internvl import (
+    QWEN25,
+    build_realistic_tokenizer,
+    count_parameters,
+    random_internvl3,
+    tokenizer_corpus,
+)
+from ml.testing.tiny_internvl import save_internvl
 
 
 def build_random_internvl(name: str, out_dir: Path, *, device: torch.device, transcripts: list[str],
                           seed: int = 0) -> tuple[Path, int, dict[str, float]]:
-    """Save a full-size random InternVL3 (weights, tokenizer, processor) into out_dir for InternVLBackend."""
-    from transformers import (
-        GotOcr2ImageProcessor,
-        InternVLForConditionalGeneration,
-        InternVLProcessor,
-        InternVLVideoProcessor,
-    )
-
-    from ml.testing.tiny_internvl import CHAT_TEMPLATE
-
+    """Save a full-size random InternVL3 (weights, tokenizer, processor) into out_dir for InternVLBackend;
+    return it with its parameter count and how long the tokenizer, the model and the save took."""
     times = {}
     started = time.perf_counter()
     tokenizer = build_realistic_tokenizer(tokenizer_corpus(transcripts))
     times["tokenizer_s"] = time.perf_counter() - started
 
-    config = internvl3_config(name)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(seed)
     started = time.perf_counter()
-    with torch.device(device):  # parameters are created (and randomly initialised) on the target device
-        model = InternVLForConditionalGeneration._from_config(config, dtype=dtype).eval()
-    model.generation_config.eos_token_id = SPECIAL_IDS["<|im_end|>"]
-    model.generation_config.pad_token_id = SPECIAL_IDS["<|endoftext|>"]
+    model = random_internvl3(name, device, seed=seed)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     times["build_s"] = time.perf_counter() - started
     n_params = count_parameters(model)
 
     started = time.perf_counter()
-    model.save_pretrained(out_dir)
-    size = {"height": 448, "width": 448}
-    InternVLProcessor(image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
-                      video_processor=InternVLVideoProcessor(size=size, do_sample_frames=False),
-                      tokenizer=tokenizer, image_seq_length=config.image_seq_length,
-                      chat_template=CHAT_TEMPLATE).save_pretrained(out_dir)
+    save_internvl(model, tokenizer, out_dir)
     times["save_s"] = time.perf_counter() - started
     del model
     if device.type == "cuda":
@@ -487,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, batch_sizes: list[int], width: int, height: int, device: torch.device, work: Path) -> int:
-    from annotations.samples import generate_sample_clips
+    from ml.testing.samples import generate_sample_clips
     from ml.types import ClipInput
 
     started = time.perf_counter()

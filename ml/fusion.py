@@ -63,14 +63,18 @@ class FusedLabel:
     support: int
     """How many backends named this term."""
     source: str = "fused"
+    evidence: tuple[tuple[str, float | None], ...] = ()
+    """(backend, its score for the label or None) for each backend that proposed it, by backend name: what
+    a chip shows as "InternVL 0.82 · AffectGPT 0.64"."""
 
 
-def _word_and_score(item: LabelLike) -> tuple[str, float]:
+def _word_and_score(item: LabelLike) -> tuple[str, float | None]:
+    """The word and the backend's own score for it (None when the backend gave none)."""
     if isinstance(item, str):
-        return item, 1.0
+        return item, None
     if isinstance(item, tuple):
-        return item[0], float(item[1])
-    return item.term, 1.0 if item.score is None else float(item.score)
+        return item[0], None if item[1] is None else float(item[1])
+    return item.term, None if item.score is None else float(item.score)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Term:
     known: bool
     surfaces: Counter[str] = field(default_factory=Counter)
     votes: dict[str, float] = field(default_factory=dict)  # backend -> confidence (1.0 when not given)
+    scores: dict[str, float | None] = field(default_factory=dict)  # backend -> its own score, as given
 
 
 class _Tally:
@@ -97,7 +102,10 @@ class _Tally:
                 family = entry.family if entry else f"word:{key}"
                 term = self.terms.setdefault(key, _Term(family, known=entry is not None))
                 term.surfaces[word.strip().lower()] += 1
-                term.votes[backend] = max(score, term.votes.get(backend, 0.0))
+                term.votes[backend] = max(1.0 if score is None else score, term.votes.get(backend, 0.0))
+                if score is not None or backend not in term.scores:
+                    known = term.scores.get(backend)
+                    term.scores[backend] = score if known is None else max(known, score)
         self.order = {key: i for i, key in enumerate(self.terms)}  # first mention breaks ties
         self.words = {key: key if t.known else t.surfaces.most_common(1)[0][0]
                       for key, t in self.terms.items()}
@@ -156,7 +164,9 @@ class Fusion:
 
     def _labels(self, tally: _Tally, scores: Mapping[str, float]) -> list[FusedLabel]:
         keys = sorted(scores, key=lambda k: (-scores[k], -len(tally.terms[k].votes), tally.order[k]))
-        return [FusedLabel(tally.words[k], round(min(1.0, scores[k]), 6), len(tally.terms[k].votes))
+        return [FusedLabel(tally.words[k], round(min(1.0, scores[k]), 6), len(tally.terms[k].votes),
+                           evidence=tuple(sorted((b, None if s is None else round(s, 6))
+                                                 for b, s in tally.terms[k].scores.items())))
                 for k in keys]
 
     def _scorer(self, scorer: Scorer | None) -> Scorer:

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ml.vocabulary import Vocabulary
 
 WHEEL_DIR_ENV = "AFFECTLOOP_WHEEL_DIR"
+REFERENCE_DIR_ENV = "AFFECTLOOP_REFERENCE_DIR"
+# The OV-MER reference data (emotion wheel, OV-MERD, AffectGPT layout) that tests and benchmarks read:
+# research data under its own terms, so it lives beside the checkout (../shared/reference), never in it.
+REFERENCE_DIR = Path(os.environ.get(REFERENCE_DIR_ENV)
+                     or Path(__file__).resolve().parents[1].parent / "shared" / "reference")
 N_WHEELS = 5
 
 
@@ -67,7 +72,7 @@ class EmotionWheel:
 def default_wheel_dir() -> Path | None:
     if env := os.environ.get(WHEEL_DIR_ENV):
         return Path(env)
-    sibling = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "emotion_wheel"
+    sibling = REFERENCE_DIR / "emotion_wheel"
     return sibling if sibling.is_dir() else None
 
 

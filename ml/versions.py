@@ -1,7 +1,11 @@
-"""Model version strings, computable without loading a model (no torch).
+"""Model identities and version strings, computable without loading a model (no torch).
 
-The platform decides which clips need pre-labeling by comparing these strings with the stored predictions,
-so the backends build their `model_version` with these same functions: one rule, two users.
+Two layers. An *identity* names the weights: ``internvl:<base>+<adapter id or base>`` or
+``affectgpt:<llm>+<checkpoint hash or nockpt>``; reading it needs the files (`identify_internvl`,
+`identify_affectgpt`), so only a process that has them computes it, and the registry stores it. A
+*prediction version* adds what changes the output without changing the weights (prompt version, frames);
+`prediction_version` builds it from an identity string alone, so the web process can decide which clips
+need pre-labeling from the database. The backends build their `model_version` with these same functions.
 """
 
 from __future__ import annotations
@@ -43,9 +47,41 @@ def adapter_id(path: str | Path) -> str:
     return f"{folder.resolve().name}@{file_sha256(weights)[:12]}"
 
 
+def base_name(model: str | Path) -> str:
+    return Path(str(model).rstrip("/")).name
+
+
+def internvl_identity(base: str, adapter_tag: str | None) -> str:
+    return f"internvl:{base}+{adapter_tag or 'base'}"
+
+
+def affectgpt_identity(llm_name: str, checkpoint_tag: str | None) -> str:
+    return f"affectgpt:{llm_name}+{checkpoint_tag or 'nockpt'}"
+
+
+def prediction_version(identity: str, num_frames: int | None = None) -> str:
+    """The `model_version` a backend with this identity writes on its predictions."""
+    kind = identity.split(":", 1)[0]
+    if kind == "internvl":
+        if not num_frames:
+            raise ValueError("an InternVL prediction version needs the number of frames")
+        return f"{identity}+{INTERNVL_PROMPT_VERSION}+f{num_frames}"
+    if kind == "affectgpt":
+        return f"{identity}+{AFFECTGPT_PROMPT_VERSION}"
+    raise ValueError(f"not a model identity: {identity!r}")
+
+
+def identify_internvl(model: str | Path, adapter: str | Path | None) -> str:
+    """Reads the adapter's weights: call it where the files are."""
+    return internvl_identity(base_name(model), adapter_id(adapter) if adapter else None)
+
+
+def identify_affectgpt(model_dir: str | Path, checkpoint: str | Path | None) -> str:
+    return affectgpt_identity(affectgpt_llm_name(model_dir), file_sha256(checkpoint)[:12] if checkpoint else None)
+
+
 def internvl_version(model_path: str | Path, adapter: str | None, num_frames: int) -> str:
-    base = Path(str(model_path).rstrip("/")).name
-    return f"internvl:{base}+{adapter_id(adapter) if adapter else 'base'}+{INTERNVL_PROMPT_VERSION}+f{num_frames}"
+    return prediction_version(identify_internvl(model_path, adapter), num_frames)
 
 
 def affectgpt_llm_name(model_dir: str | Path) -> str:
@@ -55,5 +91,4 @@ def affectgpt_llm_name(model_dir: str | Path) -> str:
 
 
 def affectgpt_version(model_dir: str | Path, checkpoint: str | Path | None) -> str:
-    tag = file_sha256(checkpoint)[:12] if checkpoint else "nockpt"
-    return f"affectgpt:{affectgpt_llm_name(model_dir)}+{tag}+{AFFECTGPT_PROMPT_VERSION}"
+    return prediction_version(identify_affectgpt(model_dir, checkpoint))

@@ -42,10 +42,16 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ml.prompts import AFFECTGPT_PROMPT_VERSION, clean_transcript
+from ml.prompts import clean_transcript
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
-from ml.versions import AFFECTGPT_CONFIG_NAME, AFFECTGPT_DEFAULT_LLM, file_sha256
+from ml.versions import (
+    AFFECTGPT_CONFIG_NAME,
+    AFFECTGPT_DEFAULT_LLM,
+    affectgpt_identity,
+    file_sha256,
+    prediction_version,
+)
 from ml.video import VideoReadError, load_audio, sample_frames
 
 SOURCE = "affectgpt"
@@ -331,7 +337,8 @@ class AffectGPTBackend:
 
     @property
     def model_version(self) -> str:
-        return f"affectgpt:{self.config.llm_name}+{self._checkpoint_tag}+{AFFECTGPT_PROMPT_VERSION}"
+        tag = None if self._checkpoint_tag == "nockpt" else self._checkpoint_tag
+        return prediction_version(affectgpt_identity(self.config.llm_name, tag))
 
     def load_checkpoint(self, path: str | Path) -> tuple[set[str], set[str]]:
         """Load an official-style checkpoint; refuses (before touching the weights) one that misses a

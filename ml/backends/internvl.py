@@ -23,10 +23,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGeneration
 
-from ml.prompts import INTERNVL_PROMPT_VERSION, internvl_user_text
+from ml.prompts import internvl_user_text
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
-from ml.versions import adapter_id
+from ml.versions import adapter_id, internvl_identity, prediction_version
 from ml.video import VideoReadError, sample_frames
 
 SOURCE = "internvl"
@@ -103,6 +103,19 @@ class InternVLBackend:
             self.model.set_adapter(name)
         self._active = name
 
+    def remove_adapter(self, name: str) -> None:
+        """Free an adapter that is no longer wanted (a retired model version); the base stays loaded."""
+        if name not in self._adapters:
+            return
+        if self._active == name:
+            self.use_adapter(None)
+        if len(self._adapters) == 1:
+            # peft cannot delete a model's last adapter: drop the wrapper and go back to the bare base.
+            self.model = self.base_model = self.model.unload()
+        else:
+            self.model.delete_adapter(name)
+        del self._adapters[name]
+
     @property
     def adapters(self) -> dict[str, str]:
         return dict(self._adapters)
@@ -113,8 +126,8 @@ class InternVLBackend:
 
     @property
     def model_version(self) -> str:
-        adapter = self._adapters[self._active] if self._active else "base"
-        return f"internvl:{self.base_name}+{adapter}+{INTERNVL_PROMPT_VERSION}+f{self.num_frames}"
+        identity = internvl_identity(self.base_name, self._adapters[self._active] if self._active else None)
+        return prediction_version(identity, self.num_frames)
 
     @contextmanager
     def _active_model(self) -> Iterator[torch.nn.Module]:

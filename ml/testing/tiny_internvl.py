@@ -77,18 +77,26 @@ def build_tiny_internvl(out_dir: str | Path, *, seed: int = 0, image_size: int =
                             image_seq_length=tokens_per_frame, downsample_ratio=0.5,
                             tie_word_embeddings=True)
     torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).eval()
+    return save_internvl(InternVLForConditionalGeneration(config).eval(), tokenizer, out)
+
+
+def save_internvl(model: InternVLForConditionalGeneration, tokenizer: Qwen2Tokenizer,
+                  out_dir: str | Path) -> Path:
+    """Save `model` with `tokenizer`, image/video processors and chat template, laid out as a hub
+    checkpoint."""
+    out = Path(out_dir)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
 
-    size = {"height": image_size, "width": image_size}
+    height, width = model.config.vision_config.image_size
+    size = {"height": height, "width": width}
     processor = InternVLProcessor(
         # crop_to_patches is InternVL's dynamic tiling; the processor turns it on for images regardless of
         # this setting, but videos never tile (see ml.backends.internvl).
         image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
         video_processor=InternVLVideoProcessor(size=size, do_sample_frames=False),
-        tokenizer=tokenizer, image_seq_length=tokens_per_frame, chat_template=CHAT_TEMPLATE)
+        tokenizer=tokenizer, image_seq_length=model.config.image_seq_length, chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out)
     return out
 

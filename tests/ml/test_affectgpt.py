@@ -2,7 +2,6 @@
 model (CPU). The key list comes from ../shared/reference/affectgpt/checkpoint_keys.tsv, never from the repo."""
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,11 @@ from ml.backends.affectgpt import (
     labels_from_answer,
     linear_score_pool,
 )
+from ml.testing.samples import generate_sample_clips, make_clip
 from ml.testing.tiny_affectgpt import build_tiny_affectgpt, write_official_style_checkpoint
 from ml.types import ClipInput
+from tests.conftest import reference_path, skip_without_ffmpeg
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-KEYS_TSV = REFERENCE / "affectgpt" / "checkpoint_keys.tsv"
 REAL_DIMS = {"H": 3584, "V": 768, "A": 1024, "X": 1024, "I": 18944, "KV": 512, "r": 16}
 HEADS = {"image_llama_proj": ("H", "V"), "video_attention_mlp": (1, "V"), "affectgpt_proj": ("H", "V"),
          "audio_attention_mlp": (1, "A"), "audio_llama_proj": ("H", "A"), "multi_audio_embs": ("X", "A"),
@@ -51,9 +50,8 @@ def expected_shape(key: str, d: dict[str, int]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def reference_keys() -> list[tuple[str, list[int], str]]:
-    if not KEYS_TSV.is_file():
-        pytest.skip(f"reference data absent ({KEYS_TSV}): the release's key list is needed")
-    rows = [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:] if line.strip()]
+    keys_tsv = reference_path("affectgpt", "checkpoint_keys.tsv")
+    rows = [line.split("\t") for line in keys_tsv.read_text().splitlines()[1:] if line.strip()]
     return [(key, [int(n) for n in shape.strip("[]").split(",")], dtype) for key, shape, dtype in rows]
 
 
@@ -78,13 +76,10 @@ def backend(tiny):
 
 @pytest.fixture(scope="module")
 def clips(tiny):
-    from annotations.samples import generate_sample_clips
-
+    skip_without_ffmpeg()
     out = tiny["root"] / "clips"
     samples = generate_sample_clips(out, 2, seconds=2.0, width=160, height=120, speech=False)
-    silent = out / "silent.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
-                    "-t", "1", "-an", "-pix_fmt", "yuv420p", str(silent)], check=True)
+    silent = make_clip(out / "silent.mp4", audio=False)
     broken = out / "broken.mp4"
     broken.write_bytes(b"not a video")
     return {"samples": [ClipInput(f"c{i}", s.path, s.transcript) for i, s in enumerate(samples)],

@@ -2,7 +2,6 @@
 (CPU, offline: nothing is downloaded)."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,13 @@ pytest.importorskip("transformers", reason="the InternVL backend needs transform
 pytest.importorskip("peft", reason="adapters need peft")
 
 from ml.backends.internvl import InternVLBackend, labels_from_answer
+from ml.testing.samples import generate_sample_clips
 from ml.testing.tiny_internvl import build_tiny_internvl, save_random_lora_adapter
 from ml.types import ClipInput
+from tests.conftest import needs_ffmpeg
 
 FRAMES = 8
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                reason="ffmpeg not installed (apt-get install ffmpeg)")
+pytestmark = needs_ffmpeg
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,6 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[ClipInput]:
-    from annotations.samples import generate_sample_clips
-
     out = tmp_path_factory.mktemp("internvl_clips")
     # 16:9 frames: the image path would tile these into several 448-px crops, the video path must not.
     made = generate_sample_clips(out, 2, seconds=1.0, width=320, height=180, speech=False)
@@ -121,7 +119,7 @@ def test_labels_are_canonical_terms_scored_by_their_own_tokens(backend):
     assert flags == []
 
 
-def test_lora_wraps_only_language_model_layers(backend, adapters, model_dir):
+def test_lora_wraps_only_language_model_layers(adapters, model_dir):
     wrapped = InternVLBackend(str(model_dir), adapter=str(adapters[0]), num_frames=2)
     names = [name for name, module in wrapped.model.named_modules() if hasattr(module, "lora_A")]
     layers = wrapped.base_model.config.text_config.num_hidden_layers

@@ -2,16 +2,13 @@
 
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ml.labels import analyse, parse_labels
+from tests.conftest import reference_path
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-RAW_TEXT = REFERENCE / "ovmerd" / "raw_text"
 BULLETED = ("Emotions:\n- Anxious\n- **Sad**: she looks at the floor\n* a sense of relief\n"
             "1. happy (smiling)\n2) proud")
 
@@ -89,9 +86,7 @@ def test_answers_in_another_format_than_the_requested_json_are_flagged():
 
 
 def _raw_text_files() -> list[Path]:
-    if not RAW_TEXT.is_dir():
-        pytest.skip(f"reference data not found at {RAW_TEXT} (a fresh clone has no ../shared/reference)")
-    return sorted(RAW_TEXT.glob("*.csv"))
+    return sorted(reference_path("ovmerd", "raw_text").glob("*.csv"))
 
 
 def _listed_words(response: str) -> list[str]:
@@ -117,9 +112,3 @@ def test_every_affectgpt_response_parses_to_the_words_it_lists():
                     f"{path.name} {row['name']}: {row['response']!r}"
     assert rows == 7 * 332
 
-
-def test_importing_labels_pulls_neither_torch_nor_django():
-    code = "import sys, ml.labels; print(sorted(m for m in ('torch', 'django') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.strip() == "[]"

@@ -17,27 +17,35 @@ from ml.metrics import (
     sample_scores,
     wheel_scores,
 )
+from tests.conftest import reference_path
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference"
-WHEEL_DIR = REFERENCE / "emotion_wheel"
-OVMERD = REFERENCE / "ovmerd"
 
 
 @pytest.fixture(scope="module")
-def wheel():
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference data absent ({REFERENCE}): the metric needs the emotion-wheel files")
-    return load_wheel(WHEEL_DIR)
+def wheel_dir() -> Path:
+    return reference_path("emotion_wheel")
 
 
 @pytest.fixture(scope="module")
-def gt(wheel):
-    return read_label_csv(OVMERD / "gt.csv")
+def ovmerd_dir() -> Path:
+    return reference_path("ovmerd")
 
 
-def predictions(name: str) -> dict[str, list[str]]:
-    return read_label_csv(OVMERD / "predictions" / f"{name}.csv")
+@pytest.fixture(scope="module")
+def wheel(wheel_dir):
+    return load_wheel(wheel_dir)
+
+
+@pytest.fixture(scope="module")
+def gt(ovmerd_dir):
+    return read_label_csv(ovmerd_dir / "gt.csv")
+
+
+@pytest.fixture(scope="module")
+def predictions(ovmerd_dir):
+    """name -> that predictor's labels from the reference predictions."""
+    return lambda name: read_label_csv(ovmerd_dir / "predictions" / f"{name}.csv")
 
 
 # --- the metric ---------------------------------------------------------------------------------
@@ -63,17 +71,17 @@ def test_labels_are_lowercased_and_stripped_and_unknown_ones_dropped(wheel):
     ("mer2024_baseline", 1, (0.5537, 0.5594, 0.5485)),
     ("affectgpt_ep30", 1, (0.6586, 0.6370, 0.6827)),
 ])
-def test_published_figures(wheel, gt, pred, level, expected):
+def test_published_figures(wheel, gt, predictions, pred, level, expected):
     scores = wheel_scores(gt, predictions(pred), wheel, level=level)
     assert scores.n == 332
     assert (round(scores.f, 4), round(scores.precision, 4), round(scores.recall, 4)) == expected
 
 
-def test_published_level2_figure(wheel, gt):
+def test_published_level2_figure(wheel, gt, predictions):
     assert round(wheel_scores(gt, predictions("mer2024_baseline"), wheel, level=2).f, 4) == 0.4245
 
 
-def test_union_of_two_predictors_trades_precision_for_recall(wheel, gt):
+def test_union_of_two_predictors_trades_precision_for_recall(wheel, gt, predictions):
     a, b = predictions("mer2024_baseline"), predictions("affectgpt_ep30")
     union = {name: a.get(name, []) + b.get(name, []) for name in gt}
     scores = wheel_scores(gt, union, wheel)
@@ -100,9 +108,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_cli_prints_scores(wheel):
-    out = run_cli("--gt", str(OVMERD / "gt.csv"), "--wheel-dir", str(WHEEL_DIR),
-                  "--pred", str(OVMERD / "predictions" / "affectgpt_ep30.csv"))
+def test_cli_prints_scores(ovmerd_dir, wheel_dir):
+    out = run_cli("--gt", str(ovmerd_dir / "gt.csv"), "--wheel-dir", str(wheel_dir),
+                  "--pred", str(ovmerd_dir / "predictions" / "affectgpt_ep30.csv"))
     assert out.returncode == 0, out.stderr
     scores = json.loads(out.stdout)
     assert scores["n"] == 332
@@ -110,10 +118,10 @@ def test_cli_prints_scores(wheel):
         0.6586, 0.6370, 0.6827)
 
 
-def test_cli_level2_on_a_split(wheel):
-    out = run_cli("--gt", str(OVMERD / "gt.csv"), "--wheel-dir", str(WHEEL_DIR), "--level", "2",
-                  "--pred", str(OVMERD / "predictions" / "mer2024_baseline.csv"),
-                  "--names-from", str(OVMERD / "split.csv"), "--split", "test")
+def test_cli_level2_on_a_split(ovmerd_dir, wheel_dir):
+    out = run_cli("--gt", str(ovmerd_dir / "gt.csv"), "--wheel-dir", str(wheel_dir), "--level", "2",
+                  "--pred", str(ovmerd_dir / "predictions" / "mer2024_baseline.csv"),
+                  "--names-from", str(ovmerd_dir / "split.csv"), "--split", "test")
     assert out.returncode == 0, out.stderr
     scores = json.loads(out.stdout)
     assert scores["n"] == 163 and 0 < scores["f"] < 1
@@ -204,21 +212,3 @@ def test_alpha_needs_a_pairable_unit():
     with pytest.raises(ValueError):
         krippendorff_alpha_masi([[{"a"}], []])
 
-
-# --- import cost ---------------------------------------------------------------------------------
-
-def test_importing_metrics_loads_no_heavy_package():
-    probe = (
-        "import json, sys\n"
-        "attempted = set()\n"
-        "class Recorder:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        attempted.add(name.split('.')[0])\n"
-        "sys.meta_path.insert(0, Recorder())\n"
-        "import ml.metrics\n"
-        "print(json.dumps(sorted((attempted | set(sys.modules)) & {'torch', 'django', 'openpyxl'})))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], check=False, cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == []

@@ -2,31 +2,30 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ml.testing.samples import generate_sample_clips
+from tests.conftest import skip_without_ffmpeg
+
 pytest.importorskip("torch", reason="the ml extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the ml extra (transformers) is not installed")
-if shutil.which("ffmpeg") is None:
-    pytest.skip("ffmpeg not installed (apt-get install ffmpeg)", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def run(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", *args], check=False, cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from annotations.samples import generate_sample_clips
-
+    skip_without_ffmpeg()
     [sample] = generate_sample_clips(tmp_path_factory.mktemp("clip"), 1, seconds=2.0, width=160, height=120,
                                      speech=False)
     return sample.path

@@ -4,7 +4,6 @@ Every generated clip has FRAMES frames at 10 fps where frame k is a flat grey of
 losslessly, so the mean of a returned frame divided by 8 says which frame it is.
 """
 
-import shutil
 import subprocess
 
 import pytest
@@ -12,8 +11,9 @@ import pytest
 pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 
+from ml.testing.samples import make_clip
 from ml.video import VideoReadError, frame_indices, load_audio, sample_frames
-from tests.conftest import needs_ffmpeg
+from tests.conftest import needs_ffmpeg, skip_without_ffmpeg
 
 FRAMES = 30
 SIZE = 64
@@ -89,8 +89,7 @@ SINE = ["-f", "lavfi", "-i", "sine=f=440:d={d}:sample_rate=48000"]
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    skip_without_ffmpeg()
     d = tmp_path_factory.mktemp("video")
     sine3 = [a.format(d=3) for a in SINE]
     return {
@@ -164,9 +163,7 @@ def _assert_clean(exc: VideoReadError):
 
 @needs_ffmpeg
 def test_sample_frames_of_an_audio_only_file(tmp_path):
-    audio = tmp_path / "voice.m4a"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(audio)],
-                   check=True, capture_output=True)
+    audio = make_clip(tmp_path / "voice.m4a", video=False)
     with pytest.raises(VideoReadError, match="no video stream") as info:
         sample_frames(audio, 8)
     _assert_clean(info.value)
@@ -190,10 +187,9 @@ def test_sample_frames_of_a_missing_file(tmp_path):
 
 @needs_ffmpeg
 def test_load_audio_is_16k_mono_float32(tmp_path):
-    clip = tmp_path / "talk.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=2",
-                    "-f", "lavfi", "-i", "sine=f=440:d=2:sample_rate=48000", "-ac", "2", "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip)], check=True, capture_output=True)
+    # 48 kHz stereo in, so the 16 kHz mono out proves both the resampling and the downmix.
+    clip = make_clip(tmp_path / "talk.mp4", seconds=2, pattern="testsrc2", fps=25, audio_rate=48000,
+                     extra=["-ac", "2"])
     audio = load_audio(clip)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert abs(audio.size - 32000) <= 1600, audio.size

@@ -5,7 +5,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.samples import MANIFEST_NAME, generate_sample_clips
+from ml.testing.samples import MANIFEST_NAME, generate_sample_clips
 
 
 def frame_size(value: str) -> tuple[int, int]:

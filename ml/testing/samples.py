@@ -1,12 +1,14 @@
-"""Synthetic sample clips for demos, tests and benchmarks.
+"""Synthetic media for demos, tests and benchmarks, made with the system ffmpeg (no downloads, no Django).
 
-Each clip is a short H.264 + AAC MP4 of 2-3 coloured scenes with a moving box, whose soundtrack is
-espeak-ng reading a one-line transcript (or a speech-like warbling tone when espeak-ng is missing or
-`speech=False`). The scene colours lean towards a hue per emotion, so a model can learn colour ->
-emotion as well as transcript -> emotion from them.
+`generate_sample_clips` renders labelled sample clips: each is a short H.264 + AAC MP4 of 2-3 coloured
+scenes with a moving box, whose soundtrack is espeak-ng reading a one-line transcript (or a speech-like
+warbling tone when espeak-ng is missing or `speech=False`). The scene colours lean towards a hue per
+emotion, so a model can learn colour -> emotion as well as transcript -> emotion from them. Transcripts
+and labels depend only on `seed` and the clip index; every clip of one call has different pixels and
+sound, so their sha256 differ.
 
-Transcripts and labels depend only on `seed` and the clip index; every clip of one call has
-different pixels and sound, so their sha256 differ.
+`make_clip` makes one plain clip (a test pattern and a sine tone) in whatever container, codecs and
+layout a test or benchmark needs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +128,7 @@ def generate_sample_clips(out_dir, count: int, *, seconds: float = 2.0, width: i
 
     speech: None uses espeak-ng when it is on PATH; True requires it; False always uses a tone.
     """
-    if shutil.which("ffmpeg") is None:
-        raise RuntimeError("ffmpeg is not installed or not on PATH")
+    _require_ffmpeg()
     espeak = shutil.which("espeak-ng")
     if speech and espeak is None:
         raise RuntimeError("speech=True needs espeak-ng on PATH")
@@ -237,3 +239,45 @@ def _srt(transcript: str, seconds: float) -> str:
 def _ts(t: float) -> str:
     ms = round(t * 1000)
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+_FASTSTART_SUFFIXES = {".mp4", ".mov", ".m4a"}
+
+
+def make_clip(path, *, seconds: float = 1.0, size: str = "160x120", fps: int = 10, pattern: str = "testsrc",
+              video: bool = True, audio: bool = True, tone_hz: float = 440, audio_rate: int | None = None,
+              video_codec: str = "libx264", audio_codec: str = "aac", faststart: bool = True,
+              extra: Sequence[str] = ()) -> Path:
+    """Write a `seconds`-long clip of the lavfi `pattern` (testsrc, testsrc2, mandelbrot, ...) at `size`
+    and `fps`, with a `tone_hz` sine when `audio`; the container follows the suffix of `path`.
+
+    faststart puts the moov atom first (MP4/MOV/M4A only); `extra` holds more output options, e.g.
+    `["-g", "50"]` or `["-metadata", "comment=..."]` to make the bytes unique.
+    """
+    if not (video or audio):
+        raise ValueError("a clip needs video, audio or both")
+    _require_ffmpeg()
+    path = Path(path)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-hide_banner", "-y"]
+    if video:
+        cmd += ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}"]
+    if audio:
+        rate = f":sample_rate={audio_rate}" if audio_rate else ""
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}{rate}"]
+    cmd += ["-t", f"{seconds}"]  # an output limit cuts both endless sources to the same length
+    if video:
+        cmd += ["-c:v", video_codec, "-pix_fmt", "yuv420p"]
+        if video_codec == "libx264":
+            cmd += ["-preset", "veryfast"]
+    cmd += ["-c:a", audio_codec] if audio else ["-an"]
+    if faststart and path.suffix.lower() in _FASTSTART_SUFFIXES:
+        cmd += ["-movflags", "+faststart"]
+    proc = subprocess.run([*cmd, *extra, str(path)], capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed for {path.name}: {proc.stderr.decode(errors='replace')[-500:]}")
+    return path
+
+
+def _require_ffmpeg() -> None:
+    if shutil.which("ffmpeg") is None:
+        raise RuntimeError("ffmpeg is not installed or not on PATH")
