@@ -1,11 +1,15 @@
 """Django admin for every table. Staff who are not superusers see only the projects they manage."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
+from . import selectors
 from .models import (
     Annotation, AuditEvent, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
-    Prediction, Project, Review, Role, SnapshotItem, TrainingRun,
+    Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
+from .project_config import ConfigError, admin_help, parse
+from .services import projects as project_services, registry
 
 
 class ProjectScopedAdmin(admin.ModelAdmin):
@@ -14,7 +18,7 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     project_path = "project"  # lookup from this model to Project
 
     def _managed(self, request):
-        return Project.objects.filter(memberships__user=request.user, memberships__role=Role.MANAGER)
+        return selectors.managed_projects(request.user)
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
@@ -51,51 +55,133 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "slug", "description", "archived", "config"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["config"].help_text = admin_help()
+
+    def clean_config(self):
+        raw = self.cleaned_data.get("config")
+        try:
+            parse(raw)
+        except ConfigError as exc:
+            raise forms.ValidationError(exc.errors) from None
+        return raw
+
+
 @admin.register(Project)
 class ProjectAdmin(ProjectScopedAdmin):
     project_path = "pk"
+    form = ProjectForm
     list_display = ["name", "slug", "archived", "created_at"]
     search_fields = ["name", "slug"]
     list_filter = ["archived"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["vocabulary_version"]
     inlines = [MembershipInline]
 
     def get_queryset(self, request):
         qs = admin.ModelAdmin.get_queryset(self, request)
         return qs if request.user.is_superuser else qs.filter(pk__in=self._managed(request))
 
+    def save_model(self, request, obj, form, change):
+        # The configuration goes through its service (validation, audit with the diff, re-queueing).
+        config = form.cleaned_data.get("config")
+        if change:
+            obj.config = Project.objects.get(pk=obj.pk).config
+        else:
+            obj.config = {}
+        super().save_model(request, obj, form, change)
+        try:
+            project_services.update_config(obj, config, actor=request.user)
+        except ConfigError as exc:
+            messages.error(request, f"Configuration not saved: {exc}")
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        _save_memberships(request, formset)
+
+
+def _save_memberships(request, formset) -> None:
+    """Membership rows from the admin go through set_membership/remove_membership: staff flag, group, audit."""
+    formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []  # read by the admin log
+    for inline in formset.forms:
+        if not inline.has_changed() and not formset._should_delete_form(inline):
+            continue
+        data = inline.cleaned_data
+        if not data:
+            continue
+        instance = inline.instance
+        if formset._should_delete_form(inline):
+            if instance.pk:
+                project_services.remove_membership(project=instance.project, user=instance.user, actor=request.user)
+            continue
+        project = instance.project if instance.project_id else formset.instance
+        project_services.set_membership(project=project, user=data["user"], role=data["role"],
+                                        trusted=data.get("trusted", False), actor=request.user)
+
+
+class MembershipForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["project", "user", "role", "trusted"]
+
 
 @admin.register(Membership)
 class MembershipAdmin(ProjectScopedAdmin):
+    form = MembershipForm
     list_display = ["user", "project", "role", "trusted", "created_at"]
     list_filter = ["role", "trusted", "project"]
     search_fields = ["user__username", "project__name"]
     autocomplete_fields = ["user"]
 
+    def save_model(self, request, obj, form, change):
+        project_services.set_membership(project=form.cleaned_data["project"], user=form.cleaned_data["user"],
+                                        role=form.cleaned_data["role"], trusted=form.cleaned_data["trusted"],
+                                        actor=request.user)
+
+    def delete_model(self, request, obj):
+        project_services.remove_membership(project=obj.project, user=obj.user, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
 
 @admin.register(Clip)
 class ClipAdmin(ProjectScopedAdmin):
-    list_display = ["id", "original_name", "project", "status", "label_state", "priority", "duration", "has_audio",
+    list_display = ["id", "name", "project", "status", "label_state", "priority", "duration", "has_audio",
                     "created_at"]
     list_filter = ["status", "label_state", "has_audio", "project"]
     actions = ["rerun_prelabel"]
-    search_fields = ["original_name", "sha256", "transcript"]
+    search_fields = ["name", "original_name", "sha256", "transcript"]
     # The files are content-addressed and validated on ingest: never replaced by hand.
-    readonly_fields = ["file", "thumbnail", "sha256", "size_bytes", "container", "duration", "fps", "width",
-                       "height", "video_codec", "audio_codec", "has_audio", "created_at", "updated_at", "ready_at",
-                       "verified_at"]
+    # The files are content-addressed and validated on ingest: never replaced by hand. States change only
+    # through services (ingest, review, pre-labeling).
+    readonly_fields = ["file", "thumbnail", "name", "original_name", "source", "sha256", "size_bytes", "container",
+                       "duration", "fps", "width", "height", "video_codec", "audio_codec", "has_audio", "status",
+                       "label_state", "error", "priority", "al_signals", "prelabel_queued_at", "prelabel_error",
+                       "created_at", "updated_at", "ready_at", "verified_at"]
     date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False  # clips enter only through the ingest service (upload form or import_clips)
 
     @admin.action(description="Re-run pre-labeling (keeps human labels)", permissions=["change"])
     def rerun_prelabel(self, request, queryset):
         from .services import prelabel
 
         try:
-            n = prelabel.rerun_prelabel(list(queryset.values_list("pk", flat=True)), actor=request.user)
-        except prelabel.ConfigError as exc:
+            result = prelabel.rerun_prelabel(list(queryset.values_list("pk", flat=True)), actor=request.user)
+        except ConfigError as exc:
             self.message_user(request, f"Pre-label configuration: {exc}", level="error")
             return
-        self.message_user(request, f"{n} clip(s) queued for pre-labeling.")
+        self.message_user(request, result.message(), level=messages.SUCCESS if result.queued else messages.WARNING)
 
 
 @admin.register(Prediction)
@@ -105,6 +191,13 @@ class PredictionAdmin(ProjectScopedAdmin):
     list_filter = ["backend"]
     search_fields = ["model_version", "raw_text"]
     raw_id_fields = ["clip", "model"]
+
+    # Machine output: written by the pre-labeling task only.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class ReviewInline(admin.TabularInline):
@@ -126,8 +219,8 @@ class AnnotationAdmin(ProjectScopedAdmin):
 @admin.register(Review)
 class ReviewAdmin(ProjectScopedAdmin):
     project_path = "annotation__clip__project"
-    list_display = ["id", "annotation", "reviewer", "decision", "created_at"]
-    list_filter = ["decision"]
+    list_display = ["id", "annotation", "reviewer", "decision", "automatic", "created_at"]
+    list_filter = ["decision", "automatic"]
     raw_id_fields = ["annotation", "reviewer"]
 
 
@@ -148,16 +241,46 @@ class EmotionTermAdmin(ProjectScopedAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ProjectScopedAdmin):
-    list_display = ["name", "project", "backend", "status", "created_at", "promoted_at"]
+    list_display = ["name", "project", "backend", "status", "created_at", "promoted_at", "retired_at"]
     list_filter = ["backend", "status", "project"]
     search_fields = ["name", "base_model"]
     raw_id_fields = ["parent", "training_run"]
+    actions = ["promote", "roll_back", "retire"]
+    # Identity is recorded by register_model where the files are; status changes only through the actions.
+    readonly_fields = ["project", "backend", "name", "base_model", "base_fingerprint", "adapter_path",
+                       "adapter_sha256", "checkpoint_path", "checkpoint_sha256", "prompt_version", "parent",
+                       "training_run", "status", "created_at", "promoted_at", "retired_at"]
 
-    def get_readonly_fields(self, request, obj=None):
-        # GPU workers load whatever these name: only a superuser may point them at server paths.
-        if request.user.is_superuser:
-            return super().get_readonly_fields(request, obj)
-        return ["base_model", "adapter_path", "adapter_sha256"]
+    def has_add_permission(self, request):
+        return False  # registration hashes the files: manage.py register_model on a worker
+
+    def _each(self, request, queryset, action, verb):
+        for version in queryset:
+            try:
+                action(version)
+            except registry.RegistryError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+            else:
+                self.message_user(request, f"{version.name}: {verb}.")
+
+    @admin.action(description="Promote to active (retires the current one)", permissions=["change"])
+    def promote(self, request, queryset):
+        self._each(request, queryset, lambda v: registry.promote(v, actor=request.user), "promoted")
+
+    @admin.action(description="Roll back this backend to its previous active version", permissions=["change"])
+    def roll_back(self, request, queryset):
+        pairs = {(v.project, v.backend) for v in queryset.select_related("project")}
+        for project, backend in pairs:
+            try:
+                version = registry.roll_back(project, backend, actor=request.user)
+            except registry.RegistryError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+            else:
+                self.message_user(request, f"{project.name}: {backend} rolled back to {version.name}.")
+
+    @admin.action(description="Retire", permissions=["change"])
+    def retire(self, request, queryset):
+        self._each(request, queryset, lambda v: registry.retire(v, actor=request.user), "retired")
 
 
 @admin.register(TrainingRun)

@@ -20,3 +20,5 @@ class AnnotationsConfig(AppConfig):
 
     def ready(self):
         connection_created.connect(_register_sqlite_functions, dispatch_uid="affectloop-sqlite-functions")
+        # Register the tasks in every process (web included), so annotations.dispatch finds them by name.
+        from . import tasks  # noqa: F401

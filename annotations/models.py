@@ -26,8 +26,10 @@ class Project(models.Model):
     name = models.CharField(max_length=120, unique=True)
     slug = models.SlugField(max_length=120, unique=True)
     description = models.TextField(blank=True)
-    # Per-project configuration (pre-label backends, frames, prompt version, fusion, AL strategy).
+    # Typed and validated by annotations.project_config; read it only through project_config(project).
     config = models.JSONField(default=dict, blank=True)
+    # Bumped by every vocabulary change, so caches and stored agreement figures know they are stale.
+    vocabulary_version = models.PositiveIntegerField(default=1)
     archived = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -80,6 +82,9 @@ class Clip(models.Model):
     file = models.FileField(upload_to="clips/", max_length=300)
     thumbnail = models.FileField(upload_to="thumbs/", max_length=300, blank=True)
     original_name = models.CharField(max_length=300, help_text="File name or manifest path it came from")
+    # The stable name exports, prediction imports, erasure and reports use: the path relative to the import
+    # root (or the upload's file name) without its extension; unique per project.
+    name = models.CharField(max_length=300)
     source = models.CharField(max_length=32, default="upload", help_text="upload | import:folder | import:csv")
     sha256 = models.CharField(max_length=64)
     size_bytes = models.BigIntegerField(validators=[MinValueValidator(1)])
@@ -112,6 +117,8 @@ class Clip(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "sha256"], name="clip_unique_content_per_project"),
+            models.UniqueConstraint(fields=["project", "name"], name="clip_unique_name_per_project"),
+            models.CheckConstraint(condition=~Q(name=""), name="clip_name_nonempty"),
             models.CheckConstraint(condition=Q(size_bytes__gt=0), name="clip_size_positive"),
             models.CheckConstraint(condition=Q(status__in=["pending", "processing", "ready", "failed"]), name="clip_status_valid"),
             models.CheckConstraint(condition=Q(label_state__in=["unlabeled", "prelabeled", "in_progress", "submitted",
@@ -125,7 +132,7 @@ class Clip(models.Model):
         indexes = [models.Index(fields=["project", "status", "label_state"])]
 
     def __str__(self):
-        return f"{self.original_name} ({self.project})"
+        return f"{self.name} ({self.project})"
 
 
 class ModelVersion(models.Model):
@@ -140,10 +147,19 @@ class ModelVersion(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     backend = models.CharField(max_length=16, choices=Backend.choices)
-    name = models.CharField(max_length=200, help_text="Version string: base + adapter + prompt version")
-    base_model = models.CharField(max_length=300, help_text="Hub id or local directory of the base model")
-    adapter_path = models.CharField(max_length=500, blank=True, help_text="LoRA adapter directory, if any")
+    # The identity of the weights (ml.versions): computed by a process that has the files, at registration.
+    # Predictions carry ml.versions.prediction_version(name, frames), which needs no files.
+    name = models.CharField(max_length=200, help_text="Identity: internvl:<base>+<adapter id> or "
+                                                      "affectgpt:<llm>+<checkpoint hash>")
+    base_model = models.CharField(max_length=300, help_text="Hub id, or folder relative to the model directory")
+    adapter_path = models.CharField(max_length=500, blank=True, help_text="LoRA adapter folder, relative to the "
+                                                                          "model directory")
     adapter_sha256 = models.CharField(max_length=64, blank=True)
+    checkpoint_path = models.CharField(max_length=500, blank=True, help_text="AffectGPT checkpoint, relative to "
+                                                                             "the model directory")
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    base_fingerprint = models.CharField(max_length=64, blank=True,
+                                        help_text="sha256 of the base's config.json when it is a local folder")
     prompt_version = models.CharField(max_length=32, blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     training_run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
@@ -152,6 +168,7 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -236,6 +253,8 @@ class Review(models.Model):
     fixed_labels = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True)
     annotation_version = models.PositiveIntegerField(help_text="The annotation version this review judged")
+    # Written by the system for a trusted annotator's submit (the reviewer is the annotator).
+    automatic = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,9 +1,65 @@
 """Reads, with the membership rule in one place: every object a user sees goes through here."""
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
-from .models import ROLE_RANK, Clip, Membership, Project, Role
+from .models import ROLE_RANK, Clip, Membership, Project, Review, Role
+
+# Label states in which a clip still needs humans: pre-labeling and the annotation queue work on these.
+NEEDS_HUMANS = (Clip.LabelState.UNLABELED, Clip.LabelState.PRELABELED, Clip.LabelState.IN_PROGRESS)
+
+
+def needs_humans(clips: QuerySet[Clip]) -> QuerySet[Clip]:
+    return clips.filter(label_state__in=NEEDS_HUMANS)
+
+
+def project_by_ref(ref: str) -> Project | None:
+    """A project by its name or its slug: what every --project option accepts."""
+    return Project.objects.filter(name=ref).first() or Project.objects.filter(slug=ref).first()
+
+
+def managed_projects(user) -> QuerySet[Project]:
+    """The projects a user manages (all of them for a superuser): the admin's scope."""
+    if not user.is_authenticated:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user, memberships__role=Role.MANAGER)
+
+
+# --- the verified rule ------------------------------------------------------------------------------------
+def _latest_review(field: str):
+    return Subquery(Review.objects.filter(annotation__clip=OuterRef("pk")).order_by("-created_at", "-id")
+                    .values(field)[:1])
+
+
+def with_verdict(clips: QuerySet[Clip]) -> QuerySet[Clip]:
+    """Annotates each clip with its latest review: `verdict` (accept, fix, reject or None), `verdict_labels`
+    (the reviewer's labels for a fix) and `verdict_annotation` (the reviewed annotation's id)."""
+    return clips.annotate(verdict=_latest_review("decision"), verdict_labels=_latest_review("fixed_labels"),
+                          verdict_annotation=_latest_review("annotation_id"))
+
+
+def verified_clips(clips: QuerySet[Clip]) -> QuerySet[Clip]:
+    """The one rule for "verified": the latest review of any of the clip's annotations is an accept or a
+    fix. A later reject un-verifies it. Retraining, export, reports and active learning all use this."""
+    return with_verdict(clips).filter(verdict__in=[Review.Decision.ACCEPT, Review.Decision.FIX])
+
+
+def verified_labels(project: Project, clips: QuerySet[Clip] | None = None) -> dict[int, list[str]]:
+    """clip id → its verified label words, in order: the accepted annotation's labels, or the reviewer's
+    labels for a fix. The clip's other annotations are agreement data only."""
+    from .models import Annotation
+
+    rows = list(verified_clips(clips if clips is not None else project.clips.all())
+                .values_list("pk", "verdict", "verdict_labels", "verdict_annotation"))
+    annotated = dict(Annotation.objects.filter(pk__in=[r[3] for r in rows if r[1] == Review.Decision.ACCEPT])
+                     .values_list("pk", "labels"))
+    out = {}
+    for clip_id, verdict, fixed, annotation_id in rows:
+        chosen = fixed if verdict == Review.Decision.FIX else annotated.get(annotation_id, [])
+        out[clip_id] = [x["term"] if isinstance(x, dict) else str(x) for x in chosen or []]
+    return out
 
 
 def projects_for(user) -> QuerySet[Project]:
@@ -69,15 +125,20 @@ def prelabel_progress(project: Project) -> dict:
     since = timezone.now() - timedelta(minutes=10)
     recent = fused.filter(created_at__gte=since).count()
     labelled = ready.filter(predictions__backend="fused").distinct()
+    from .project_config import ConfigError, project_config
+
+    try:
+        configured = bool(project_config(project).backends())
+    except ConfigError:
+        configured = False
     return {
-        "configured": bool(((project.config or {}).get("prelabel") or {}).get("backends")),
+        "configured": configured,
         "prelabeled": labelled.count(),
-        "queued": ready.filter(prelabel_queued_at__isnull=False, prelabel_error="",
-                               label_state__in=["unlabeled", "prelabeled", "in_progress"]).exclude(
+        "queued": needs_humans(ready.filter(prelabel_queued_at__isnull=False, prelabel_error="")).exclude(
             pk__in=labelled.values("pk")).count(),
         "failed": ready.exclude(prelabel_error="").count(),
         "ready": ready.count(),
         "per_minute_10min": round(recent / 10.0, 2),
         "errors": list(ready.exclude(prelabel_error="").order_by("-updated_at")
-                       .values("id", "original_name", "prelabel_error")[:5]),
+                       .values("id", "name", "prelabel_error")[:5]),
     }

@@ -1,15 +1,18 @@
 """Celery tasks: thin wrappers that take ids and call one service each.
 
-Names are explicit and stable (tests/annotations/test_task_names.py pins them): a rename would strand
-messages already waiting in a broker. Routing to queues is by name prefix (CELERY_TASK_ROUTES).
+Names are explicit and stable (tests/annotations/test_tasks.py pins them): a rename would strand messages
+already waiting in a broker. Routing to queues is by name prefix (CELERY_TASK_ROUTES). Services start tasks
+through annotations.dispatch, never by importing this module.
 """
 
 from celery import shared_task
 
-from .services import ingest, maintenance, prelabel
+from . import dispatch
+from .models import Project
+from .services import ingest, maintenance, prelabel, prelabel_run, registry
 
 
-@shared_task(name="affectloop.media.process_clip", acks_late=True, max_retries=3, default_retry_delay=30)
+@shared_task(name=dispatch.PROCESS_CLIP, acks_late=True, max_retries=3, default_retry_delay=30)
 def process_clip(clip_id: int) -> str:
     return ingest.process_clip(clip_id)
 
@@ -19,11 +22,22 @@ def requeue_stale_clips(older_than_seconds: int = 600) -> int:
     return maintenance.requeue_stale_clips(older_than_seconds)
 
 
-@shared_task(name="affectloop.gpu.prelabel_clips", acks_late=True)
+@shared_task(name=dispatch.PRELABEL_CLIPS, acks_late=True)
 def prelabel_clips(clip_ids: list[int]) -> dict:
-    return prelabel.prelabel_clips(clip_ids)
+    return prelabel_run.prelabel_clips(clip_ids)
 
 
-@shared_task(name="affectloop.prelabel.enqueue")
+@shared_task(name=dispatch.REGISTER_CONFIGURED_MODELS, acks_late=True)
+def register_configured_models(project_id: int, backends: list[str] | None = None) -> dict:
+    """On a GPU worker, which has the model files: register what the project's config names, then queue."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return {}
+    outcome = registry.register_configured(project, backends)
+    prelabel.enqueue_prelabel(project)
+    return outcome
+
+
+@shared_task(name=dispatch.ENQUEUE_PRELABEL)
 def enqueue_prelabel(project_id: int | None = None) -> int:
     return maintenance.enqueue_prelabel(project_id)

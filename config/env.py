@@ -61,16 +61,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def secret_key() -> str:
-    """DJANGO_SECRET_KEY, or the contents of the file named by DJANGO_SECRET_KEY_FILE (docker secrets).
+def secret_key(data_dir_key: str | os.PathLike | None = None) -> str:
+    """DJANGO_SECRET_KEY, or the contents of the file named by DJANGO_SECRET_KEY_FILE (docker secrets), or
+    else the key file that `make run` generated in the data directory (`data_dir_key`), so the README's
+    management commands work as written beside a running platform.
 
-    There is deliberately no default: a missing key is a configuration error, not a reason to run with a
-    well-known one.
+    There is deliberately no built-in default: a missing key is a configuration error, not a reason to run
+    with a well-known one.
     """
     key = os.environ.get("DJANGO_SECRET_KEY")
     path = os.environ.get("DJANGO_SECRET_KEY_FILE")
     if key and path:
         raise ImproperlyConfigured("set DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE, not both")
+    if not key and not path and data_dir_key is not None and os.path.isfile(data_dir_key):
+        path = os.fspath(data_dir_key)
     if path:
         try:
             with open(path, encoding="utf-8") as fh:
@@ -79,8 +83,8 @@ def secret_key() -> str:
             raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE={path!r} cannot be read: {exc.strerror}") from None
     if not key:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set. `make run` creates one under the data "
-            "directory; in production generate one with: python -c \"import secrets; print(secrets.token_urlsafe(50))\""
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set and the data directory has no "
+            "secret_key file. `make run` creates one there; in production generate one with: python -c \"import secrets; print(secrets.token_urlsafe(50))\""
         )
     if len(key) < 32:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is too short (need at least 32 characters)")

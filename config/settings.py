@@ -15,7 +15,7 @@ from .env import env_bool, env_float, env_int, env_list, env_str, secret_key
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AFFECTLOOP_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
-SECRET_KEY = secret_key()
+SECRET_KEY = secret_key(DATA_DIR / "secret_key")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -118,6 +118,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("AFFECTLOOP_STATIC_ROOT", str(DATA_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("AFFECTLOOP_MEDIA_ROOT", str(DATA_DIR / "media")))
+# Model files (base models, adapters, checkpoints): registry and config paths are relative to it. Only the
+# processes that load models (GPU and training workers, `register_model`, `check_models`) need the files.
+MODEL_DIR = Path(env_str("AFFECTLOOP_MODEL_DIR", str(DATA_DIR / "models")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -2,15 +2,33 @@
 
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from ml.metrics import REFERENCE_DIR, REFERENCE_DIR_ENV
+from ml.testing.samples import generate_sample_clips, make_clip
+
 pytest_plugins = ["tests.embedded"]
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-                                  reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
+_FFMPEG_MISSING = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+needs_ffmpeg = pytest.mark.skipif(bool(_FFMPEG_MISSING),
+                                  reason=f"{' and '.join(_FFMPEG_MISSING)} not on PATH (apt-get install ffmpeg)")
+
+
+def skip_without_ffmpeg() -> None:
+    """needs_ffmpeg for fixtures, which cannot carry a mark."""
+    if needs_ffmpeg.args[0]:
+        pytest.skip(needs_ffmpeg.kwargs["reason"])
+
+
+def reference_path(*parts: str) -> Path:
+    """REFERENCE_DIR/parts, or skip naming the path: the reference data is never committed, so a fresh
+    clone has none."""
+    path = REFERENCE_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data absent: {path} (set {REFERENCE_DIR_ENV}; default ../shared/reference)")
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +40,7 @@ def _private_media_root(settings, tmp_path):
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """Four generated clips (with sidecar .srt and manifest.csv), made once per test session."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
-    from annotations.samples import generate_sample_clips
-
+    skip_without_ffmpeg()
     out = tmp_path_factory.mktemp("samples")
     generate_sample_clips(out, 4, seconds=1.0, width=160, height=120, seed=7, speech=False)
     return out
@@ -69,12 +84,3 @@ def port_open(host: str, port: int) -> bool:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
-
-def make_video(path: Path, *, seconds: float = 1.0, size: str = "160x120", audio: bool = True,
-               extra: list[str] | None = None) -> Path:
-    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=10:duration={seconds}"]
-    if audio:
-        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
-    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", *(extra or []), str(path)]
-    subprocess.run(cmd, check=True)
-    return path

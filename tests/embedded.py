@@ -206,12 +206,12 @@ def _make_venv(venv: Path, make_args: list[str], env: dict[str, str], log_path: 
 def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
     venv_bin = Path(sys.executable).parent
     venv = venv_bin.parent
-    missing = [tool for tool in ("make", "ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    # ffmpeg is not needed to start it: the tests that upload clips carry tests.conftest.needs_ffmpeg.
+    missing = [] if shutil.which("make") else ["make"]
     if not (venv_bin / "honcho").exists() and shutil.which("honcho") is None:
         missing.append("honcho")
     if missing:
-        pytest.skip(f"the embedded platform needs {', '.join(missing)} (apt-get install make ffmpeg; "
-                    f"pip install honcho)")
+        pytest.skip(f"the embedded platform needs {', '.join(missing)} (apt-get install make; pip install honcho)")
 
     data_dir = tmp_path_factory.mktemp("embedded")
     log_path = data_dir / "platform.log"

@@ -27,6 +27,20 @@ def test_no_secret_key_is_a_startup_error(tmp_path):
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
 
 
+def test_the_data_directory_key_file_is_used_when_no_key_is_given(tmp_path):
+    """`make run` writes var/secret_key; the README's management commands run beside it with no variable."""
+    (tmp_path / "secret_key").write_text(GOOD_KEY + "\n")
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.SECRET_KEY)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "AFFECTLOOP_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "AFFECTLOOP_DATA_DIR": str(tmp_path)})
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == GOOD_KEY
+    (tmp_path / "secret_key").write_text("short\n")
+    assert "too short" in load_settings(tmp_path).stderr  # the same checks as any other key
+
+
 def test_embedded_defaults_debug_off_sqlite_filesystem_broker(tmp_path):
     result = load_settings(tmp_path, DJANGO_SECRET_KEY=GOOD_KEY)
     assert result.returncode == 0, result.stderr

@@ -16,15 +16,16 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import media
+from .. import dispatch, media
 from ..models import Annotation, Clip, Project, Review
+from ..project_config import ConfigError, project_config
 from . import audit
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Candidate:
 
     path: Path
     display: str
+    name: str = ""                      # the clip's name; defaults to display without its extension
     transcript: str | None = None       # None: look for a sidecar .srt/.vtt/.txt
     language: str = ""
     labels: list[str] | None = None
@@ -80,6 +82,12 @@ class Outcome:
 
     def line(self) -> str:
         return f"{self.status} {self.display}: {self.reason}" if self.reason else f"{self.status} {self.display}"
+
+
+def clip_name_for(display: str) -> str:
+    """A clip's name: its path relative to the import root (or its upload name) without the extension."""
+    path = PurePosixPath(display.replace("\\", "/"))
+    return str(path.with_suffix("")) if path.suffix else str(path)
 
 
 # --- sources ----------------------------------------------------------------------------------------
@@ -256,17 +264,22 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
     cand = checked.candidate
     if checked.error:
         return Outcome("rejected", cand.display, checked.error)
-    existing = Clip.objects.filter(project=project, sha256=checked.sha256).only("id", "original_name").first()
+    existing = Clip.objects.filter(project=project, sha256=checked.sha256).only("id", "name").first()
     if existing:
-        return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.original_name})",
+        return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.name})",
                        existing.pk)
+    name = (cand.name or clip_name_for(cand.display))[:300]
+    clash = Clip.objects.filter(project=project, name=name).exclude(sha256=checked.sha256).only("id").first()
+    if clash:
+        return Outcome("rejected", cand.display, f"the name {name!r} is already used by clip {clash.pk} in this "
+                                                 f"project (different content)")
     probe = checked.probe
     rel = clip_media_name(project, checked.sha256, probe.container)
     created_file = _store_media(cand.path, rel)
     try:
         with transaction.atomic():
             clip = Clip.objects.create(
-                project=project, file=rel, original_name=cand.display[:300], source=source,
+                project=project, file=rel, original_name=cand.display[:300], name=name, source=source,
                 sha256=checked.sha256, size_bytes=probe.size_bytes, container=probe.container,
                 duration=probe.duration, fps=probe.fps, width=probe.width, height=probe.height,
                 video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], has_audio=probe.has_audio,
@@ -277,17 +290,19 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
             audit.record("clip.imported", clip, actor=actor, project=project,
                          changes={"source": source, "name": cand.display, "sha256": checked.sha256,
                                   "labels": cand.labels or [], "labels_verified": labels_verified})
-            from ..tasks import process_clip  # tasks import services; import here to avoid the cycle
-
-            process_clip.delay_on_commit(clip.pk)
+            dispatch.process_clip(clip.pk)
     except IntegrityError:
         # Another import stored the same content between our check and our insert. The file is the same
         # bytes (content-addressed) and now belongs to that clip: keep it.
         existing = Clip.objects.filter(project=project, sha256=checked.sha256).first()
-        if existing is None:
+        if existing is not None:
+            return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.name})",
+                           existing.pk)
+        clash = Clip.objects.filter(project=project, name=name).first()
+        if clash is None:
             raise
-        return Outcome("duplicate", cand.display, f"same content as clip {existing.pk} ({existing.original_name})",
-                       existing.pk)
+        return Outcome("rejected", cand.display, f"the name {name!r} is already used by clip {clash.pk} in this "
+                                                 f"project (different content)")
     except BaseException:
         if created_file and not Clip.objects.filter(file=rel).exists():
             (Path(settings.MEDIA_ROOT) / rel).unlink(missing_ok=True)
@@ -316,12 +331,20 @@ def import_candidates(project: Project, cands: Iterable[Candidate], *, source: s
     """Validate every file first, then store; yields one final Outcome per candidate, in input order."""
     checked = list(validate_all(list(cands)))
     seen: dict[str, str] = {}
+    names: dict[str, str] = {}
     for item in checked:
         if not item.error and item.sha256 in seen:
             yield Outcome("duplicate", item.candidate.display, f"same content as {seen[item.sha256]} in this import")
             continue
+        name = item.candidate.name or clip_name_for(item.candidate.display)
+        if not item.error and name in names:
+            # a.mp4 and a.mkv would both be named "a": refuse the second rather than rename it silently.
+            yield Outcome("rejected", item.candidate.display, f"the name {name!r} is also the name of "
+                                                              f"{names[name]} in this import")
+            continue
         if not item.error:
             seen[item.sha256] = item.candidate.display
+            names[name] = item.candidate.display
         if dry_run:
             yield Outcome("rejected", item.candidate.display, item.error) if item.error else Outcome(
                 "valid", item.candidate.display)
@@ -385,9 +408,11 @@ def process_clip(clip_id: int) -> str:
         width=probe.width, height=probe.height, has_audio=probe.has_audio, size_bytes=probe.size_bytes,
         video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], container=probe.container,
         ready_at=timezone.now(), updated_at=timezone.now())
-    if (clip.project.config or {}).get("prelabel", {}).get("backends"):
-        from ..tasks import enqueue_prelabel
-
+    try:
+        wanted = bool(project_config(clip.project).backends())
+    except ConfigError:
+        wanted = False  # validated on save: only a hand-edited database gets here; beat logs it
+    if wanted:
         # A short delay lets a burst of clips becoming ready share GPU batches.
-        transaction.on_commit(lambda: enqueue_prelabel.apply_async((clip.project_id,), countdown=PRELABEL_DEBOUNCE_S))
+        dispatch.enqueue_prelabel(clip.project_id, countdown=PRELABEL_DEBOUNCE_S)
     return "ready"

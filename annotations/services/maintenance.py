@@ -1,10 +1,11 @@
 import logging
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
+from .. import dispatch
 from ..models import Clip, Project
+from ..project_config import ConfigError
 from . import prelabel
 
 
@@ -13,13 +14,11 @@ def requeue_stale_clips(older_than_seconds: int = 600) -> int:
 
     process_clip is idempotent, so a clip that is in fact still being processed is harmless to re-send.
     """
-    from ..tasks import process_clip
-
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(Clip.objects.filter(status__in=[Clip.Status.PENDING, Clip.Status.PROCESSING],
                                    updated_at__lt=cutoff).values_list("id", flat=True)[:1000])
     for clip_id in ids:
-        transaction.on_commit(lambda clip_id=clip_id: process_clip.delay(clip_id))
+        dispatch.process_clip(clip_id)
     return len(ids)
 
 
@@ -32,6 +31,6 @@ def enqueue_prelabel(project_id: int | None = None) -> int:
     for project in projects:
         try:
             total += prelabel.enqueue_prelabel(project)
-        except prelabel.ConfigError as exc:
+        except ConfigError as exc:
             logging.getLogger(__name__).error("project %s: pre-label config: %s", project.slug, exc)
     return total

@@ -3,6 +3,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from ..models import Membership, Project, Role
+from ..project_config import ConfigError, diff, parse, section_changed
 from . import audit
 
 
@@ -69,3 +70,39 @@ def set_membership(*, project: Project, user, role: str, actor=None, trusted: bo
         audit.record("membership.set", membership, actor=actor, project=project,
                      changes={"user": user.get_username(), "role": role, "trusted": trusted, "created": created})
     return membership
+
+
+def remove_membership(*, project: Project, user, actor=None) -> None:
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(project=project, user=user).delete()
+        if deleted:
+            audit.record("membership.removed", project, actor=actor, project=project,
+                         changes={"user": user.get_username()})
+
+
+def update_config(project: Project, raw, *, actor=None) -> Project:
+    """Validate and save a project's configuration, audited with its diff. Split ratios and the group key
+    are frozen once a snapshot exists (they decide which clips were held out). A change to pre-labeling
+    clears the errors it may have caused and queues the clips again."""
+    new = parse(raw)  # ConfigError names every wrong key
+    old_raw = project.config or {}
+    changes = diff(old_raw, raw)
+    if not changes:
+        return project
+    if project.snapshots.exists():
+        frozen = [path for path in changes
+                  if path.startswith(("config.training.split", "config.training.group_key"))]
+        if frozen:
+            raise ConfigError([f"{path} is frozen: the project already has dataset snapshots" for path in frozen])
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        locked.config = raw
+        locked.save(update_fields=["config"])
+        audit.record("project.config_changed", locked, actor=actor, project=locked, changes={"diff": changes})
+        if section_changed(old_raw, raw, "prelabel") or section_changed(old_raw, raw, "active_learning"):
+            from . import prelabel
+
+            prelabel.config_changed(locked, changes)
+    project.config = raw
+    project._parsed_config = (raw, new)
+    return project

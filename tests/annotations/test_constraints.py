@@ -14,11 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def make_clip(project, sha="a" * 64, **kw):
+    kw.setdefault("name", f"clip-{sha[:8]}")
     return Clip.objects.create(project=project, file=f"clips/{sha}.mp4", original_name="x.mp4", sha256=sha,
                                size_bytes=10, **kw)
 
 
-def test_clip_content_is_unique_per_project_but_not_across_projects(project, manager):
+def test_clip_content_is_unique_per_project_but_not_across_projects(project):
     make_clip(project)
     with pytest.raises(IntegrityError), transaction.atomic():
         make_clip(project)

@@ -12,7 +12,9 @@ from django.core.management.base import CommandError
 
 from annotations.models import Annotation, AuditEvent, Clip, Project, Review
 
-from ..conftest import make_video, needs_ffmpeg
+from ml.testing.samples import make_clip
+
+from ..conftest import needs_ffmpeg
 
 # transaction=True: clips are dispatched to the media task on commit, as in production.
 pytestmark = [pytest.mark.django_db(transaction=True), needs_ffmpeg]
@@ -118,7 +120,7 @@ def test_manifest_missing_path_column_is_refused_whole(clip_folder):
 
 
 def test_manifest_paths_outside_the_root_are_rejected(clip_folder, tmp_path):
-    outside = make_video(tmp_path / "outside.mp4")
+    outside = make_clip(tmp_path / "outside.mp4")
     good = sorted(clip_folder.glob("*.mp4"))[0].name
     manifest = write_manifest(clip_folder, [
         ["../outside.mp4", "", "", ""],
@@ -160,10 +162,10 @@ def test_bad_files_are_rejected_with_a_reason_and_nothing_is_stored(tmp_path):
     (folder / "notes.mp4").write_text("this is not a video\n")
     (folder / "playlist.mp4").write_text("#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n")
     (folder / "concat.mp4").write_text("ffconcat version 1.0\nfile 'other.mp4'\n")
-    good = make_video(folder / "good.mp4")
+    good = make_clip(folder / "good.mp4")
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[: int(good.stat().st_size * 0.6)])
-    make_video(folder / "latin.mp4", seconds=1.2)
+    make_clip(folder / "latin.mp4", seconds=1.2)
     (folder / "latin.srt").write_bytes("1\n00:00:00,000 --> 00:00:01,000\nJ'\xe9tais inquiet\n".encode("latin-1"))
     code, lines, err = run_import(str(folder), "--project", "Demo", "--create-project")
     assert code == 1
@@ -190,7 +192,7 @@ def test_clips_over_the_configured_caps_are_rejected(clip_folder, settings, cap,
 
 
 def test_symlink_leaving_the_folder_is_rejected(clip_folder, tmp_path):
-    outside = make_video(tmp_path / "secret.mp4", seconds=1.5)
+    outside = make_clip(tmp_path / "secret.mp4", seconds=1.5)
     (clip_folder / "link.mp4").symlink_to(outside)
     code, lines, _ = run_import(str(clip_folder), "--project", "Demo", "--create-project")
     assert code == 1

@@ -1,17 +1,18 @@
+"""The sample clips of ml.testing.samples pass the platform's own validation; the command that makes them."""
+
 import ast
 import csv
-import shutil
 
 import pytest
 
 from annotations.media import probe_video, read_transcript_file, sha256_file
-from annotations.samples import MANIFEST_NAME, generate_sample_clips
+from ml.testing.samples import MANIFEST_NAME, generate_sample_clips
+from tests.conftest import needs_ffmpeg, skip_without_ffmpeg
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not on PATH: install ffmpeg to run the sample-clip tests")
+    skip_without_ffmpeg()
     return generate_sample_clips(tmp_path_factory.mktemp("samples"), 3, seconds=1.0, width=160, height=120)
 
 
@@ -54,9 +55,8 @@ def test_same_seed_gives_the_same_transcripts_and_labels(clips, tmp_path):
     assert [(c.transcript, c.labels) for c in again] == [(c.transcript, c.labels) for c in clips]
 
 
+@needs_ffmpeg
 def test_make_sample_clips_command(tmp_path):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not on PATH: install ffmpeg to run the sample-clip tests")
     import io
 
     from django.core.management import call_command

@@ -6,12 +6,15 @@ from celery import current_app
 from annotations import tasks
 from annotations.models import Clip
 
-from ..conftest import make_video, needs_ffmpeg
+from ml.testing.samples import make_clip
+
+from ..conftest import needs_ffmpeg
 
 PINNED = {
     "affectloop.media.process_clip": "media",
     "affectloop.media.requeue_stale_clips": "media",
     "affectloop.gpu.prelabel_clips": "gpu",
+    "affectloop.gpu.register_configured_models": "gpu",  # on a GPU worker: it reads the model files
     "affectloop.prelabel.enqueue": "default",
 }
 
@@ -37,7 +40,7 @@ def test_gpu_and_train_prefixes_have_queues():
 
 @needs_ffmpeg
 @pytest.mark.django_db(transaction=True)
-def test_process_clip_is_idempotent_and_marks_a_broken_file_failed(project, tmp_path, clip_folder):
+def test_process_clip_is_idempotent_and_marks_a_broken_file_failed(project, clip_folder):
     from django.core.management import call_command
 
     call_command("import_clips", str(clip_folder), "--project", project.name, stdout=open("/dev/null", "w"),
@@ -65,7 +68,7 @@ def test_requeue_stale_clips_redispatches_old_pending_clips(project, tmp_path, d
 
     from django.utils import timezone
 
-    video = make_video(tmp_path / "a.mp4")
+    video = make_clip(tmp_path / "a.mp4")
     from annotations.services import ingest
 
     with django_capture_on_commit_callbacks(execute=False):  # simulate a lost message: never dispatched

@@ -1,14 +1,13 @@
 """Pages, upload, and media serving: membership is checked on every object."""
 
-import shutil
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotations.models import Clip, Membership
+from ml.testing.samples import make_clip
 
-from ..conftest import make_video, needs_ffmpeg
+from ..conftest import needs_ffmpeg, skip_without_ffmpeg
 
 pytestmark = pytest.mark.django_db(transaction=True)  # uploads dispatch work on commit
 
@@ -50,7 +49,7 @@ def test_only_staff_with_permission_create_projects(client, annotator, manager):
 @needs_ffmpeg
 def test_manager_upload_becomes_ready_with_thumbnail_and_duration(client, project, manager, tmp_path):
     client.force_login(manager)
-    response = upload(client, project, make_video(tmp_path / "hello.mp4", seconds=1.5),
+    response = upload(client, project, make_clip(tmp_path / "hello.mp4", seconds=1.5),
                       transcript="<b>I was so nervous</b>", language="en")
     clip = Clip.objects.get()
     assert f"imported hello.mp4: clip {clip.pk}" in response.content.decode()
@@ -77,7 +76,7 @@ def test_upload_of_a_fake_video_is_rejected_with_a_message(client, project, mana
 @needs_ffmpeg
 def test_duplicate_upload_is_reported(client, project, manager, tmp_path):
     client.force_login(manager)
-    video = make_video(tmp_path / "a.mp4")
+    video = make_clip(tmp_path / "a.mp4")
     upload(client, project, video)
     response = upload(client, project, video)
     assert "duplicate a.mp4: same content as clip" in response.content.decode()
@@ -93,7 +92,7 @@ def test_annotator_and_outsider_cannot_upload(client, project, annotator, outsid
     assert not Clip.objects.exists()
 
 
-def test_upload_requires_csrf(project, manager, tmp_path):
+def test_upload_requires_csrf(project, manager):
     from django.test import Client
 
     client = Client(enforce_csrf_checks=True)
@@ -104,10 +103,9 @@ def test_upload_requires_csrf(project, manager, tmp_path):
 
 @pytest.fixture
 def ready_clip(client, project, manager, tmp_path):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    skip_without_ffmpeg()
     client.force_login(manager)
-    upload(client, project, make_video(tmp_path / "seek.mp4", seconds=2))
+    upload(client, project, make_clip(tmp_path / "seek.mp4", seconds=2))
     client.logout()
     return Clip.objects.get()
 
@@ -151,15 +149,15 @@ def test_media_uses_x_accel_redirect_behind_nginx(client, ready_clip, annotator,
     assert response["Content-Type"] == "video/mp4"
 
 
-def test_media_outside_our_types_is_a_download_never_inline(client, project, annotator, settings, tmp_path):
+def test_media_outside_our_types_is_a_download_never_inline(client, project, annotator, settings):
     """An .html put in place by hand must not run script on this site when a member opens it."""
     from pathlib import Path
 
     evil = Path(settings.MEDIA_ROOT) / "clips" / "evil.html"
     evil.parent.mkdir(parents=True, exist_ok=True)
     evil.write_text("<script>alert(1)</script>")
-    clip = Clip.objects.create(project=project, file="clips/evil.html", original_name="evil.html", sha256="e" * 64,
-                               size_bytes=evil.stat().st_size)
+    clip = Clip.objects.create(project=project, file="clips/evil.html", original_name="evil.html", name="evil",
+                               sha256="e" * 64, size_bytes=evil.stat().st_size)
     client.force_login(annotator)
     response = client.get(reverse("annotations:clip-media", args=[clip.pk]))
     assert response["Content-Type"] == "application/octet-stream"

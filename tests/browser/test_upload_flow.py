@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_video, needs_ffmpeg
+from ml.testing.samples import make_clip
+from tests.conftest import needs_ffmpeg
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -53,8 +54,8 @@ def test_manager_uploads_a_clip_and_sees_it_ready(embedded_platform, page, tmp_p
         dialog.dismiss()
 
     page.on("dialog", on_dialog)
-    video = make_video(tmp_path / "first-interview.mp4", seconds=2.0,
-                       extra=["-metadata", f"comment={uuid.uuid4()}"])
+    video = make_clip(tmp_path / "first-interview.mp4", seconds=2.0,
+                      extra=["-metadata", f"comment={uuid.uuid4()}"])
     name = f"Browser {uuid.uuid4().hex[:8]}"
 
     # Log in by typing, as a person would.

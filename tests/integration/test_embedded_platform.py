@@ -11,7 +11,8 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import make_video, needs_ffmpeg
+from ml.testing.samples import generate_sample_clips, make_clip
+from tests.conftest import needs_ffmpeg
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
 
@@ -76,7 +77,7 @@ def test_upload_is_processed_by_the_worker_and_plays_back(embedded_platform, tmp
     platform = embedded_platform
     session = log_in(platform)
     slug = create_project(session, platform, f"E2E upload {uuid.uuid4().hex[:8]}")
-    video = make_video(tmp_path / "interview.mp4", seconds=2.0, extra=["-metadata", f"comment={uuid.uuid4()}"])
+    video = make_clip(tmp_path / "interview.mp4", seconds=2.0, extra=["-metadata", f"comment={uuid.uuid4()}"])
 
     with open(video, "rb") as fh:
         response = post_form(session, f"{platform.url}/p/{slug}/upload/", page=f"{platform.url}/p/{slug}/",
@@ -111,8 +112,6 @@ def test_upload_is_processed_by_the_worker_and_plays_back(embedded_platform, tmp
 
 
 def test_import_clips_command_feeds_the_running_worker(embedded_platform, tmp_path):
-    from annotations.samples import generate_sample_clips
-
     platform = embedded_platform
     session = log_in(platform)
     name = f"E2E import {uuid.uuid4().hex[:8]}"

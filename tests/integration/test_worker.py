@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), needs_ffmpeg]
 
 
 @pytest.fixture
-def real_worker(settings):
+def real_worker():
     app.conf.task_always_eager = False
     try:
         # Consume only the queues the tasks under test route to; beat is not needed here.
@@ -37,7 +37,8 @@ def wait_until(predicate, timeout=60.0):
     return False
 
 
-def test_imported_clips_are_processed_by_a_real_worker(real_worker, project, clip_folder):
+@pytest.mark.usefixtures("real_worker")
+def test_imported_clips_are_processed_by_a_real_worker(project, clip_folder):
     outcomes = list(ingest.import_candidates(project, ingest.folder_candidates(clip_folder), source="import:folder"))
     assert [o.status for o in outcomes] == ["imported"] * 4
     assert wait_until(lambda: Clip.objects.filter(status="ready").count() == 4), \

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.models import Project
+from annotations import selectors
 from annotations.services import ingest, projects
 
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
             actor = get_user_model().objects.filter(username=user).first()
             if actor is None:
                 raise CommandError(f"no user named {user!r}")
-        proj = Project.objects.filter(name=project).first() or Project.objects.filter(slug=project).first()
+        proj = selectors.project_by_ref(project)
         if proj is None:
             if not create_project:
                 raise CommandError(f"no project named {project!r} (add --create-project to create it)")

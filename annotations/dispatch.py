@@ -1,0 +1,38 @@
+"""Every task a service starts, by its stable name, sent after the surrounding transaction commits.
+
+Services import this module, never `annotations.tasks` (which imports the services): that keeps the import
+graph a tree (tests/annotations/test_dispatch.py). The task is looked up in the app's registry and sent
+with `apply_async`, so CELERY_TASK_ALWAYS_EAGER still runs it inline in tests; `send_task` by name would
+bypass eager mode and leak messages into a real queue.
+"""
+
+from __future__ import annotations
+
+from celery import current_app
+from django.db import transaction
+
+PROCESS_CLIP = "affectloop.media.process_clip"
+PRELABEL_CLIPS = "affectloop.gpu.prelabel_clips"
+REGISTER_CONFIGURED_MODELS = "affectloop.gpu.register_configured_models"
+ENQUEUE_PRELABEL = "affectloop.prelabel.enqueue"
+
+
+def _send(name: str, args: tuple, **options) -> None:
+    task = current_app.tasks[name]
+    transaction.on_commit(lambda: task.apply_async(args, **options))
+
+
+def process_clip(clip_id: int) -> None:
+    _send(PROCESS_CLIP, (clip_id,))
+
+
+def prelabel_clips(clip_ids: list[int]) -> None:
+    _send(PRELABEL_CLIPS, (clip_ids,))
+
+
+def register_configured_models(project_id: int, backends: list[str] | None = None) -> None:
+    _send(REGISTER_CONFIGURED_MODELS, (project_id, backends))
+
+
+def enqueue_prelabel(project_id: int, *, countdown: float | None = None) -> None:
+    _send(ENQUEUE_PRELABEL, (project_id,), **({"countdown": countdown} if countdown else {}))
