@@ -98,6 +98,11 @@ def clip_for(user, clip_id: int, role: str = Role.ANNOTATOR) -> Clip:
     return clip
 
 
+def recent_clips(project: Project, limit: int = 200) -> QuerySet[Clip]:
+    """The project page's clip list: the newest first."""
+    return project.clips.order_by("-id")[:limit]
+
+
 def clip_status_counts(project: Project) -> dict[str, int]:
     rows = project.clips.values("status").annotate(n=Count("id"))
     counts = {status: 0 for status in Clip.Status.values}

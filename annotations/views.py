@@ -63,7 +63,7 @@ def project_detail(request, slug):
         "project": project,
         "counts": selectors.clip_status_counts(project),
         "prelabel": selectors.prelabel_progress(project),
-        "clips": project.clips.order_by("-id")[:200],
+        "clips": selectors.recent_clips(project),
         "is_manager": selectors.has_role(request.user, project, Role.MANAGER),
         "upload_form": UploadForm(),
     })
@@ -75,7 +75,7 @@ def project_detail(request, slug):
 def project_status(request, slug):
     """Counts and per-clip state for the project page to poll while clips are being processed."""
     project = selectors.project_for(request.user, slug)
-    clips = project.clips.order_by("-id").values("id", "status", "duration", "error", "thumbnail")[:200]
+    clips = selectors.recent_clips(project).values("id", "status", "duration", "error", "thumbnail")
     return JsonResponse({
         "counts": selectors.clip_status_counts(project),
         "prelabel": selectors.prelabel_progress(project),

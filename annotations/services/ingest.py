@@ -26,7 +26,7 @@ from django.utils import timezone
 from .. import dispatch, media
 from ..models import Annotation, Clip, Project, Review
 from ..project_config import ConfigError, project_config
-from . import audit
+from . import audit, reviews
 
 log = logging.getLogger(__name__)
 
@@ -318,12 +318,10 @@ def _import_labels(clip: Clip, labels: list[str], *, verified: bool) -> None:
         clip=clip, annotator=user, labels=[{"term": t, "source": "import"} for t in labels],
         status=Annotation.Status.SUBMITTED, submitted_at=now)
     if verified:
-        Review.objects.create(annotation=annotation, reviewer=user, decision=Review.Decision.ACCEPT,
-                              reason="imported as verified", annotation_version=annotation.version)
-        clip.label_state, clip.verified_at = Clip.LabelState.VERIFIED, now
+        reviews.review(annotation, reviewer=user, decision=Review.Decision.ACCEPT, reason="imported as verified")
     else:
-        clip.label_state = Clip.LabelState.SUBMITTED
-    clip.save(update_fields=["label_state", "verified_at"])
+        # Imported labels stand for the whole overlap: they wait for a reviewer, not for more annotators.
+        Clip.objects.filter(pk=clip.pk).update(label_state=Clip.LabelState.SUBMITTED)
 
 
 def import_candidates(project: Project, cands: Iterable[Candidate], *, source: str, actor=None,

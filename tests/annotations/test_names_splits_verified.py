@@ -94,3 +94,34 @@ def test_the_latest_accept_or_fix_verifies_and_a_later_reject_unverifies(project
     _submitted(unreviewed, annotator, ["bored"])
     assert set(selectors.verified_clips(project.clips.all()).values_list("pk", flat=True)) == {accepted.pk, fixed.pk}
     assert selectors.verified_labels(project) == {accepted.pk: ["calm"], fixed.pk: ["grieving", "tired"]}
+
+
+def test_a_trusted_annotators_submit_is_accepted_automatically_once_the_overlap_is_met(project, annotator,
+                                                                                      manager, django_user_model):
+    from annotations.models import Role
+    from annotations.services import projects, reviews
+
+    projects.update_config(project, {"annotation": {"overlap": 2}})
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-12345")
+    projects.set_membership(project=project, user=annotator, role=Role.ANNOTATOR, trusted=True, actor=manager)
+    projects.set_membership(project=project, user=bob, role=Role.ANNOTATOR, actor=manager)
+    clip = _clip(project, 9)
+    first = _submitted(clip, annotator, ["calm"])
+    assert reviews.annotation_submitted(first) is None  # overlap 2 not met yet: no automatic accept
+    clip.refresh_from_db()
+    assert clip.label_state == "in_progress"
+    second = _submitted(clip, bob, ["relaxed"])
+    assert reviews.annotation_submitted(second) is None  # bob is not trusted
+    clip.refresh_from_db()
+    assert clip.label_state == "submitted"
+    auto = reviews.annotation_submitted(first)
+    assert auto.automatic and auto.reviewer == annotator and auto.decision == "accept"
+    clip.refresh_from_db()
+    assert clip.label_state == "verified" and clip.verified_at is not None
+    assert selectors.verified_labels(project) == {clip.pk: ["calm"]}
+    # A later reject un-verifies it, and the state follows.
+    reviews.review(first, reviewer=manager, decision="reject", reason="not calm: tense")
+    clip.refresh_from_db()
+    assert clip.label_state == "submitted" and clip.verified_at is None
+    with pytest.raises(reviews.ReviewError):
+        reviews.review(first, reviewer=manager, decision="reject", reason=" ")
