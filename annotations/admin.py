@@ -9,7 +9,7 @@ from .models import (
     Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
-from .services import projects as project_services, registry
+from .services import projects as project_services, registry, vocabulary
 
 
 class ProjectScopedAdmin(admin.ModelAdmin):
@@ -233,10 +233,20 @@ class ClipLeaseAdmin(ProjectScopedAdmin):
 
 @admin.register(EmotionTerm)
 class EmotionTermAdmin(ProjectScopedAdmin):
-    list_display = ["term", "canonical", "family", "valence", "source", "flagged", "project"]
-    list_filter = ["valence", "source", "flagged", "project"]
+    list_display = ["term", "kind", "canonical", "family", "valence", "source", "flagged", "project"]
+    list_filter = ["kind", "family", "valence", "source", "flagged", "project"]
     search_fields = ["term", "family"]
     raw_id_fields = ["canonical"]
+
+    def save_model(self, request, obj, form, change):
+        # Terms are plain rows, but every change bumps the project's vocabulary version (and is audited).
+        super().save_model(request, obj, form, change)
+        vocabulary.vocabulary_changed(obj.project, obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        project = obj.project
+        super().delete_model(request, obj)
+        vocabulary.vocabulary_changed(project, obj, actor=request.user, action="vocabulary.deleted")
 
 
 @admin.register(ModelVersion)

@@ -285,7 +285,17 @@ class ClipLease(models.Model):
 
 
 class EmotionTerm(models.Model):
-    """The project's emotion vocabulary: autocomplete, normalisation and agreement all go through it."""
+    """The project's emotion vocabulary: autocomplete, normalisation and agreement all go through it.
+
+    A canonical term has a family and a valence; each of its synonyms and word forms is a row of its own
+    pointing at it (`canonical`). A term an annotator proposes waits in the `unassigned` family, flagged,
+    until a manager approves it. Read it through services.vocabulary.project_vocabulary(project).
+    """
+
+    class Kind(models.TextChoices):
+        TERM = "term", "Canonical term"
+        SYNONYM = "synonym", "Synonym"
+        WORD_FORM = "word_form", "Word form"
 
     class Valence(models.TextChoices):
         POSITIVE = "positive", "Positive"
@@ -295,14 +305,13 @@ class EmotionTerm(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="vocabulary")
     term = models.CharField(max_length=64)
-    canonical = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="variants",
-                                  help_text="Empty when this term is itself canonical")
-    family = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TERM)
+    canonical = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="variants",
+                                  help_text="The canonical term of a synonym or word form; empty for a term")
+    family = models.CharField(max_length=64, blank=True, help_text="Required for a term; unassigned while proposed")
     valence = models.CharField(max_length=16, choices=Valence.choices, blank=True)
-    synonyms = models.JSONField(default=list, blank=True)
-    word_forms = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=16, default="seed", help_text="seed | human | model")
-    flagged = models.BooleanField(default=False, help_text="New term a human should confirm or merge")
+    flagged = models.BooleanField(default=False, help_text="Proposed term a manager should approve or merge")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -311,6 +320,10 @@ class EmotionTerm(models.Model):
             models.UniqueConstraint(fields=["project", "term"], name="emotionterm_unique_per_project"),
             models.CheckConstraint(condition=Q(term=models.functions.Lower(models.F("term"))) & ~Q(term=""),
                                    name="emotionterm_lowercase_nonempty"),
+            # A term has its family and valence; a synonym or word form has its canonical term instead.
+            models.CheckConstraint(condition=(Q(kind="term", canonical__isnull=True) & ~Q(family="") & ~Q(valence=""))
+                                   | (Q(kind__in=["synonym", "word_form"]) & Q(canonical__isnull=False)),
+                                   name="emotionterm_term_or_variant"),
         ]
 
     def __str__(self):

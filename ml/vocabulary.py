@@ -23,7 +23,9 @@ FAMILIES = frozenset({
     "fear", "sadness", "anger", "disgust", "shame", "confidence",
     "neutral",  # flat, detached or unemotional states
     "general",  # valence-only or unspecific labels: positive, negative, mixed, emotional
+    "unassigned",  # proposed by an annotator, waiting for a manager to place it
 })
+UNASSIGNED = "unassigned"
 VALENCES = frozenset({"positive", "negative", "neutral", "ambiguous"})
 
 

@@ -191,3 +191,15 @@ def test_nginx_upload_cap_matches_the_app_default(compose):
     default = re.fullmatch(r"\$\{AFFECTLOOP_MAX_UPLOAD_MB:-(\d+)\}", str(upload_mb)).group(1)
     cap = re.search(r"client_max_body_size\s+(\d+)m;", NGINX_CONF.read_text()).group(1)
     assert cap == default
+
+
+def test_every_process_that_loads_models_mounts_the_model_directory(compose):
+    """Model files are needed exactly where models are loaded or registered: the gpu and train queues. The
+    web server, beat and the media worker decide from the registry in the database alone."""
+    for name, service in compose["services"].items():
+        command = " ".join(map(str, service.get("command") or []))
+        queues = command.split("-Q", 1)[1].split()[0].split(",") if " -Q " in f" {command} " else []
+        mounts = {str(v).split(":", 1)[1] for v in service.get("volumes") or [] if ":" in str(v)}
+        if {"gpu", "train"} & set(queues):
+            assert "/data/models" in mounts, name
+            assert environment(service).get("AFFECTLOOP_MODEL_DIR") == "/data/models", name

@@ -4,7 +4,7 @@ from django.utils.text import slugify
 
 from ..models import Membership, Project, Role
 from ..project_config import ConfigError, diff, parse, section_changed
-from . import audit
+from . import audit, vocabulary
 
 
 class ProjectError(ValueError):
@@ -52,6 +52,7 @@ def create_project(*, name: str, creator, description: str = "") -> Project:
     with transaction.atomic():
         project = Project.objects.create(name=name, slug=slug, description=description,
                                          created_by=creator if getattr(creator, "pk", None) else None)
+        vocabulary.fill_default(project.pk)
         if getattr(creator, "pk", None):
             Membership.objects.create(project=project, user=creator, role=Role.MANAGER)
             _grant_admin(creator)
