@@ -2,7 +2,10 @@
 
 Pure functions over files on disk, kept free of Django and of heavy imports (torch, av) so the web
 process can call them cheaply. Probing runs the system ``ffprobe``/``ffmpeg`` in a subprocess with a
-timeout; nothing is decoded until the cheap checks (size, magic bytes) have passed.
+timeout; nothing is decoded until the cheap checks (size, magic bytes) have passed. Command lines are
+built with ffmpeg-python but always run by :func:`_run_tool` (never ffmpeg-python's ``run``/``probe``,
+which have no timeout, leave stdin open and cannot add our hardening). Transcripts are parsed with
+webvtt-py.
 
 Every :class:`MediaRejected` message is shown to users: it is short, has no traceback and never
 contains a server path.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import html
+import io
 import json
 import os
 import re
@@ -22,6 +26,15 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
+
+import ffmpeg
+import webvtt
+from ffmpeg._utils import convert_kwargs_to_cmd_line_args  # what ffmpeg.probe() builds its args with
+from webvtt.errors import MalformedCaptionError, MalformedFileError
+from webvtt.models import Timestamp
+from webvtt.srt import SRTCueBlock
+from webvtt.vtt import WebVTTCueBlock
 
 PROBE_TIMEOUT_S = 30.0
 THUMBNAIL_TIMEOUT_S = 60.0
@@ -31,13 +44,17 @@ TRANSCRIPT_MAX_BYTES = 1_000_000
 # so the hls/concat/image2 demuxers (which open other files or URLs) cannot be reached.
 _DEMUXER = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}
 # Extra demuxer options: MOV "dref" atoms can point at other files; keep that off explicitly.
-_DEMUXER_OPTS = {"mov": ["-enable_drefs", "0"]}
+_DEMUXER_OPTS = {"mov": {"enable_drefs": 0}}
 # A stream may legitimately lose a packet or two to edit lists; a truncated file loses far more.
 _PACKET_TOLERANCE = 0.02
 
 
 class MediaRejected(Exception):
     """The file is not an acceptable clip. str(exc) is a short, user-facing reason."""
+
+
+class MediaToolKilled(RuntimeError):
+    """ffprobe/ffmpeg died from a signal: a server-side interruption, not a verdict on the file."""
 
 
 @dataclass(frozen=True)
@@ -183,21 +200,68 @@ def probe_video(path, limits: MediaLimits) -> ProbeResult:
     )
 
 
-def _ffprobe(path: Path, container: str) -> dict:
+def ffprobe_command(path: Path, container: str) -> list[str]:
+    """The hardened ffprobe command line for a file whose container has been sniffed.
+
+    ffmpeg-python compiles only ffmpeg graphs; for ffprobe it offers the option helper its own probe()
+    uses. Options are grouped (logging, input hardening, output) because the helper sorts within a dict.
+    """
     demuxer = _DEMUXER[container]
-    cmd = [
-        "ffprobe", "-v", "error", "-hide_banner",
-        "-protocol_whitelist", "file",
-        "-f", demuxer, *_DEMUXER_OPTS.get(demuxer, []),
-        "-show_streams", "-show_format", "-count_packets", "-of", "json",
-        f"file:{path}",
+    args = convert_kwargs_to_cmd_line_args
+    return [
+        "ffprobe",
+        *args({"v": "error", "hide_banner": None}),
+        # The input must be forced and whitelisted: these decide which code can ever touch the file.
+        *args({"protocol_whitelist": "file", "f": demuxer, **_DEMUXER_OPTS.get(demuxer, {})}),
+        *args({"show_streams": None, "show_format": None, "count_packets": None, "of": "json"}),
+        _local_input(path),
     ]
+
+
+def thumbnail_command(path: Path, out_path: Path, container: str, *, seek: float, width: int) -> list[str]:
+    """The hardened ffmpeg command line writing one JPEG frame of `path` to `out_path`."""
+    demuxer = _DEMUXER[container]
+    stream = ffmpeg.input(
+        _local_input(path), format=demuxer, protocol_whitelist="file", ss=f"{seek:.3f}",
+        **_DEMUXER_OPTS.get(demuxer, {}),
+    ).output(
+        f"file:{out_path}", format="image2", vf=f"scale={int(width)}:-2",
+        **{"frames:v": 1, "c:v": "mjpeg", "q:v": 4},
+    )
+    # Global options first, as a person would type them (compile() appends -y after the output).
+    return ffmpeg.compile(stream, cmd=["ffmpeg", "-v", "error", "-hide_banner", "-nostdin", "-y"])
+
+
+def _local_input(path: Path) -> str:
+    # "file:" keeps a name such as "http:..." or "concat:..." from being read as another protocol.
+    return f"file:{Path(path).absolute()}"
+
+
+def _run_tool(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ffprobe/ffmpeg: bounded in time, stdin closed, output captured. Raises TimeoutExpired.
+
+    The tool gets a process group of its own: stopping a worker signals the worker's whole group
+    (Ctrl-C, honcho, systemd), and a probe killed mid-file would otherwise mark a good clip corrupt.
+    The worker's warm shutdown waits for the task, and the timeout still bounds the tool.
+    """
+    # Until the child has left our group (setpgid, just before exec) a group signal still reaches it,
+    # so one death by signal is retried; a second one is reported, never blamed on the file.
+    for _ in range(2):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                  check=False, process_group=0)
+        except FileNotFoundError:  # a server set-up problem, not the user's
+            raise RuntimeError(f"{cmd[0]} is not installed or not on PATH") from None
+        if proc.returncode >= 0:
+            return proc
+    raise MediaToolKilled(f"{cmd[0]} was killed by signal {-proc.returncode}")
+
+
+def _ffprobe(path: Path, container: str) -> dict:
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        proc = _run_tool(ffprobe_command(path, container), PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise MediaRejected("corrupt or unreadable video: probing timed out") from None
-    except FileNotFoundError:  # a server set-up problem, not the user's
-        raise RuntimeError("ffprobe is not installed or not on PATH") from None
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0 or stderr.strip():
         raise MediaRejected(f"corrupt or truncated video: {_first_error_line(stderr, path)}")
@@ -262,21 +326,14 @@ def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320) -> No
     and renamed, so a reader never sees half a JPEG.
     """
     path, out_path = Path(path).absolute(), Path(out_path).absolute()
-    demuxer = _DEMUXER[sniff_container(path)]  # same hardening as probing
+    container = sniff_container(path)  # same hardening as probing
     # A per-call name: two workers making the same thumbnail never write into each other's file.
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     for seek in (max(0.0, at_seconds), 0.0):
         tmp.unlink(missing_ok=True)
-        cmd = [
-            "ffmpeg", "-v", "error", "-hide_banner", "-nostdin", "-y",
-            "-protocol_whitelist", "file",
-            "-ss", f"{seek:.3f}",
-            "-f", demuxer, *_DEMUXER_OPTS.get(demuxer, []), "-i", f"file:{path}",
-            "-frames:v", "1", "-vf", f"scale={int(width)}:-2",
-            "-f", "image2", "-c:v", "mjpeg", "-q:v", "4", f"file:{tmp}",
-        ]
+        cmd = thumbnail_command(path, tmp, container, seek=seek, width=width)
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=THUMBNAIL_TIMEOUT_S, check=False)
+            proc = _run_tool(cmd, THUMBNAIL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise MediaRejected("could not make a thumbnail: timed out") from None
         if proc.returncode == 0 and tmp.exists() and tmp.stat().st_size > 0:
@@ -292,10 +349,35 @@ def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320) -> No
 
 _TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".txt")
 _TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")  # <i>, <c.cls>, <v Name>, <00:01.000>; SSA {\an8}
+# The timing-line patterns webvtt-py itself matches cues with.
+_SRT_TIMINGS = SRTCueBlock.CUE_TIMINGS_PATTERN
+_VTT_TIMINGS = WebVTTCueBlock.CUE_TIMINGS_PATTERN
+
+
+class TranscriptSegment(NamedTuple):
+    start: float  # seconds, exact to the millisecond written in the file
+    end: float
+    text: str
 
 
 def read_transcript_file(path, *, max_bytes: int = TRANSCRIPT_MAX_BYTES) -> str:
     """Plain text of a .srt / .vtt / .txt file: cue text only, no numbers, timings or tags."""
+    suffix, text = _read_transcript_text(path, max_bytes)
+    if suffix == ".txt":
+        return "\n".join(ln.strip() for ln in text.split("\n") if ln.strip())
+    return "\n".join(segment.text for segment in _cue_segments(text, suffix))
+
+
+def read_transcript_segments(path, *, max_bytes: int = TRANSCRIPT_MAX_BYTES) -> list[TranscriptSegment]:
+    """The cues of a .srt / .vtt file as (start seconds, end seconds, plain text), in file order."""
+    suffix, text = _read_transcript_text(path, max_bytes)
+    if suffix == ".txt":
+        raise MediaRejected("a .txt transcript has no time codes: use .srt or .vtt")
+    return _cue_segments(text, suffix)
+
+
+def _read_transcript_text(path, max_bytes: int) -> tuple[str, str]:
+    """(lower-case suffix, text with LF line ends) of a transcript, after the type/size/UTF-8 checks."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _TRANSCRIPT_SUFFIXES:
@@ -311,28 +393,57 @@ def read_transcript_file(path, *, max_bytes: int = TRANSCRIPT_MAX_BYTES) -> str:
         raise MediaRejected(
             f"transcript is not UTF-8: byte 0x{raw[e.start]:02x} at position {e.start} (line {line})"
         ) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if suffix == ".txt":
-        return "\n".join(ln.strip() for ln in text.split("\n") if ln.strip())
-    return _cue_text(text)
+    return suffix, text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _cue_text(text: str) -> str:
-    """Cue text of SRT or WebVTT: in each blank-line-separated block, the lines after the timing line.
-
-    Blocks without a timing line (the WEBVTT header, NOTE, STYLE, REGION) carry no speech.
-    """
-    cues = []
-    for block in re.split(r"\n\s*\n", text):
-        lines = block.strip().split("\n")
-        timing = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
-        if timing is None:
-            continue
-        words = " ".join(_TAG.sub("", ln).strip() for ln in lines[timing + 1:])
+def _cue_segments(text: str, suffix: str) -> list[TranscriptSegment]:
+    """Cues of SRT or WebVTT text, parsed by webvtt-py. Cues whose text is empty after cleaning are dropped."""
+    if not text.strip():
+        return []  # an empty sidecar means "no transcript", as it always has
+    fmt = "srt" if suffix == ".srt" else "vtt"
+    try:
+        # Not strict: unknown cue settings (align:, position:, ...) are ignored rather than fatal.
+        captions = webvtt.WebVTT.from_buffer(io.StringIO(text.lstrip()), format=fmt).captions
+    except MalformedFileError:
+        if fmt == "vtt":
+            raise MediaRejected('transcript is not valid WebVTT: the first line must be "WEBVTT"') from None
+        raise MediaRejected("transcript is not valid SubRip (.srt): it must start with a cue number "
+                            "and its timing line") from None
+    except (MalformedCaptionError, ValueError):
+        raise MediaRejected(f"transcript is not valid {'WebVTT' if fmt == 'vtt' else 'SubRip (.srt)'}") from None
+    _check_cue_timings(text, fmt)
+    segments = []
+    for caption in captions:
+        words = " ".join(_TAG.sub("", ln).strip() for ln in caption.lines)
         words = re.sub(r"\s+", " ", html.unescape(words)).strip()
         if words:
-            cues.append(words)
-    return "\n".join(cues)
+            segments.append(TranscriptSegment(caption.start_time.in_milliseconds() / 1000,
+                                              caption.end_time.in_milliseconds() / 1000, words))
+    return segments
+
+
+def _check_cue_timings(text: str, fmt: str) -> None:
+    """Reject a cue whose timing line cannot be read: webvtt-py would silently drop it and its speech."""
+    pattern = _SRT_TIMINGS if fmt == "srt" else _VTT_TIMINGS
+    in_cue = False
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            in_cue = False
+        elif "-->" in line and not in_cue:  # the first timing line of a blank-line-separated block
+            in_cue = True
+            match = pattern.match(line)
+            if match is None or (fmt == "vtt" and not all(_vtt_timestamp_ok(t) for t in match.groups())):
+                shown = line.strip()
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise MediaRejected(f'transcript has an invalid cue timing on line {number}: "{shown}"')
+
+
+def _vtt_timestamp_ok(value: str) -> bool:
+    try:
+        Timestamp.from_string(value)  # also range-checks minutes and seconds
+    except MalformedCaptionError:
+        return False
+    return True
 
 
 def find_sidecar_transcript(video_path) -> Path | None:

@@ -5,14 +5,17 @@
 Generates N sample clips (or uses DIR), then in one run measures:
   1. baseline: one plain `ffprobe` per file, with as many in flight as the importer uses;
   2. `manage.py import_clips DIR` (validation by content + sha256 + store, report final);
-  3. a real Celery worker on the filesystem broker turning every stored clip `ready` (probe + thumbnail).
+  3. a real Celery worker on the filesystem broker turning every stored clip `ready` (probe + thumbnail),
+     started with the worker line of platform/Procfile.embedded, i.e. the worker `make run` starts.
 Prints clips per second for each and the ratios against the baseline.
 """
 
 import argparse
 import os
 import secrets
+import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +38,31 @@ def ffprobe_alone(files: list[Path], workers: int) -> float:
     return time.perf_counter() - start
 
 
+def embedded_worker_command() -> list[str]:
+    """The `worker:` command of platform/Procfile.embedded (what `make run` starts), as an argv list."""
+    for line in (ROOT / "platform" / "Procfile.embedded").read_text().splitlines():
+        if line.startswith("worker:"):
+            return shlex.split(line.partition(":")[2])
+    raise SystemExit("platform/Procfile.embedded has no worker: line")
+
+
+def stop_worker(worker: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the worker's main process only (a warm shutdown), then SIGKILL its group if it hangs.
+
+    Signalling the whole group (killpg) made prefork children die under the parent, which then hung.
+    """
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"worker did not stop within {timeout:.0f} s of SIGTERM; killed", file=sys.stderr)
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)  # start_new_session: the group is the worker's own
+        except ProcessLookupError:
+            pass
+        worker.wait(10)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
@@ -45,7 +73,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="affectloop-bench-"))
     clips = args.clips
     if clips is None:
-        from annotations.samples import generate_sample_clips
+        from ml.testing.samples import generate_sample_clips
 
         clips = work / "clips"
         t = time.perf_counter()
@@ -65,7 +93,7 @@ def main():
 
     t = time.perf_counter()
     result = subprocess.run([*manage, "import_clips", str(clips), "--project", "bench", "--create-project"],
-                            env=env, cwd=ROOT, capture_output=True, text=True)
+                            env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     import_s = time.perf_counter() - t
     imported = sum(1 for line in result.stdout.splitlines() if line.startswith("imported "))
     if result.returncode != 0 or imported != n:
@@ -73,24 +101,31 @@ def main():
         raise SystemExit(f"import failed: {imported}/{n} imported, exit {result.returncode}")
 
     db = sqlite3.connect(work / "data" / "affectloop.sqlite3", timeout=30)
-    worker = subprocess.Popen(["celery", "-A", "config", "worker", "-Q", "media,default", "--concurrency",
-                               str(os.cpu_count() or 2), "--loglevel", "WARNING"], env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker_cmd = embedded_worker_command()
+    pool = worker_cmd[worker_cmd.index("--pool") + 1] if "--pool" in worker_cmd else "prefork"
+    concurrency = worker_cmd[worker_cmd.index("--concurrency") + 1] if "--concurrency" in worker_cmd else "?"
+    with open(work / "worker.log", "wb") as log:
+        worker = subprocess.Popen(worker_cmd, env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+                                  cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     t = time.perf_counter()
     try:
         while True:
-            ready = db.execute("SELECT count(*) FROM annotations_clip WHERE status = 'ready'").fetchone()[0]
+            ready, failed = db.execute("SELECT count(*) FILTER (WHERE status = 'ready'), "
+                                       "count(*) FILTER (WHERE status = 'failed') FROM annotations_clip").fetchone()
             if ready == n:
                 break
-            if time.perf_counter() - t > 3600:
-                raise SystemExit(f"only {ready}/{n} ready after an hour")
+            if failed or worker.poll() is not None or time.perf_counter() - t > 3600:
+                tail = (work / "worker.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"only {ready}/{n} ready ({failed} failed, worker exit {worker.returncode}; "
+                                 f"data kept in {work})\n{tail}")
             time.sleep(0.5)
         process_s = time.perf_counter() - t
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
+        stop_worker(worker)
 
-    print(f"clips: {n}  (in-flight ffprobe processes: {workers}, worker processes: {os.cpu_count()})")
+    print(f"clips: {n}  (in-flight ffprobe processes: {workers}, worker: --pool {pool} --concurrency {concurrency}, "
+          f"as `make run`)")
     print(f"ffprobe alone:              {n / baseline:8.1f} clips/s  ({baseline:.1f} s)")
     print(f"import_clips (validate+store): {n / import_s:5.1f} clips/s  ({import_s:.1f} s)  "
           f"= {baseline / import_s:.2f}x the ffprobe-alone rate")

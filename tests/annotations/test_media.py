@@ -10,12 +10,15 @@ from annotations import media as media_module
 from annotations.media import (
     MediaLimits,
     MediaRejected,
+    ffprobe_command,
     find_sidecar_transcript,
     make_thumbnail,
     probe_video,
     read_transcript_file,
+    read_transcript_segments,
     sha256_file,
     sniff_container,
+    thumbnail_command,
 )
 
 # A real ISO-BMFF `ftyp` box: enough to pass sniffing as "mp4".
@@ -239,6 +242,118 @@ def test_resolution_cap_ignores_orientation(media, limits):
     assert probe_video(media.clip, portrait_caps).width == 160
 
 
+# -- command lines (built with ffmpeg-python, run by our own subprocess call) -----------------------
+
+
+@pytest.fixture
+def tool_calls(monkeypatch):
+    """Every ffprobe/ffmpeg run, with the keyword arguments it was run with."""
+    calls = []
+    real_run = subprocess.run
+
+    def spy(cmd, *args, **kwargs):
+        calls.append((cmd, kwargs))
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(media_module.subprocess, "run", spy)
+    return calls
+
+
+def input_options(cmd) -> list[str]:
+    """The ffmpeg options that apply to the input: those between the global ones and `-i`."""
+    return cmd[: cmd.index("-i")]
+
+
+@pytest.mark.parametrize("container, demuxer", [("mp4", "mov"), ("matroska", "matroska"), ("avi", "avi")])
+def test_ffprobe_command_forces_the_demuxer_and_the_file_protocol(tmp_path, container, demuxer):
+    cmd = ffprobe_command(tmp_path / "upload.bin", container)
+
+    assert cmd[0] == "ffprobe"
+    assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
+    assert cmd[cmd.index("-f") + 1] == demuxer and cmd.count("-f") == 1
+    assert cmd[-1] == f"file:{tmp_path / 'upload.bin'}"  # a local path, never parsed as a URL
+    assert ("-enable_drefs" in cmd) == (demuxer == "mov")
+    if demuxer == "mov":
+        assert cmd[cmd.index("-enable_drefs") + 1] == "0"
+    assert {"-show_streams", "-show_format", "-count_packets"} <= set(cmd)
+    assert cmd[cmd.index("-of") + 1] == "json"
+
+
+def test_ffprobe_command_reads_a_relative_path_as_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    assert ffprobe_command("http:evil.mp4", "mp4")[-1] == f"file:{tmp_path / 'http:evil.mp4'}"
+
+
+@pytest.mark.parametrize("container, demuxer", [("mp4", "mov"), ("matroska", "matroska"), ("avi", "avi")])
+def test_thumbnail_command_hardens_the_input_and_writes_one_local_jpeg(tmp_path, container, demuxer):
+    src, out = tmp_path / "clip.bin", tmp_path / ".thumb.jpg.tmp"
+
+    cmd = thumbnail_command(src, out, container, seek=1.5, width=200)
+
+    assert cmd[0] == "ffmpeg" and {"-nostdin", "-y"} <= set(cmd)
+    before_input = input_options(cmd)  # input options only count when they come before -i
+    assert before_input[before_input.index("-protocol_whitelist") + 1] == "file"
+    assert before_input[before_input.index("-f") + 1] == demuxer
+    assert before_input[before_input.index("-ss") + 1] == "1.500"
+    assert ("-enable_drefs" in before_input) == (demuxer == "mov")
+    assert cmd[cmd.index("-i") + 1] == f"file:{src}"
+    after_input = cmd[cmd.index("-i") + 2:]
+    assert after_input[after_input.index("-f") + 1] == "image2"
+    assert after_input[after_input.index("-frames:v") + 1] == "1"
+    assert after_input[after_input.index("-vf") + 1] == "scale=200:-2"
+    assert cmd[-1] == f"file:{out}"
+
+
+def test_probing_and_thumbnails_run_hardened_commands_with_a_timeout_and_no_stdin(media, tmp_path, limits,
+                                                                                  tool_calls):
+    probe_video(media.mkv, limits)
+    make_thumbnail(media.clip, tmp_path / "thumb.jpg", at_seconds=0.5)
+
+    [(probe_cmd, probe_kw), (thumb_cmd, thumb_kw)] = tool_calls
+    assert probe_cmd == ffprobe_command(media.mkv, "matroska")
+    assert probe_kw["timeout"] == media_module.PROBE_TIMEOUT_S
+    assert thumb_cmd[0] == "ffmpeg" and thumb_cmd[thumb_cmd.index("-i") + 1] == f"file:{media.clip}"
+    assert input_options(thumb_cmd)[input_options(thumb_cmd).index("-f") + 1] == "mov"
+    assert thumb_kw["timeout"] == media_module.THUMBNAIL_TIMEOUT_S
+    for kwargs in (probe_kw, thumb_kw):
+        assert kwargs["stdin"] is subprocess.DEVNULL and kwargs["capture_output"] is True
+        assert kwargs["process_group"] == 0  # a signal to the worker's group never reaches the tool
+
+
+def test_a_tool_killed_by_a_signal_is_not_blamed_on_the_file(media, tmp_path, limits, monkeypatch):
+    calls = []
+
+    def killed(cmd, *args, **kwargs):
+        calls.append(cmd[0])
+        return subprocess.CompletedProcess(cmd, -15, b"", b"")
+
+    monkeypatch.setattr(media_module.subprocess, "run", killed)
+
+    with pytest.raises(media_module.MediaToolKilled, match="ffprobe was killed by signal 15"):
+        probe_video(media.clip, limits)
+    with pytest.raises(media_module.MediaToolKilled, match="ffmpeg was killed by signal 15"):
+        make_thumbnail(media.clip, tmp_path / "thumb.jpg", at_seconds=0.5)
+    assert calls == ["ffprobe", "ffprobe", "ffmpeg", "ffmpeg"]  # one retry each, then reported
+    assert not issubclass(media_module.MediaToolKilled, MediaRejected)
+
+
+def test_a_tool_killed_once_is_run_again(media, limits, monkeypatch):
+    # A signal sent to the worker's group can reach a tool in the instant before it leaves that group.
+    real_run, calls = subprocess.run, []
+
+    def killed_once(cmd, *args, **kwargs):
+        calls.append(cmd[0])
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(cmd, -15, b"", b"")
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(media_module.subprocess, "run", killed_once)
+
+    assert probe_video(media.clip, limits).width == 160
+    assert calls == ["ffprobe", "ffprobe"]
+
+
 # -- files and thumbnails ---------------------------------------------------------------------------
 
 
@@ -320,3 +435,92 @@ def test_find_sidecar_transcript_prefers_srt_then_vtt_then_txt(tmp_path):
         assert find_sidecar_transcript(video) == tmp_path / f"clip{suffix}"
     (tmp_path / "other.srt").write_text("not ours", encoding="utf-8")
     assert find_sidecar_transcript(video) == tmp_path / "clip.srt"
+
+
+def test_srt_segments_keep_their_exact_time_codes(tmp_path):
+    srt = tmp_path / "clip.srt"
+    srt.write_bytes(
+        "\ufeff1\r\n00:00:00,000 --> 00:00:01,200\r\n<i>I can't</i> believe it,\r\nSam!\r\n\r\n"
+        "2\r\n00:00:01,200 --> 00:00:02,045\r\n{\\an8}We won 3-2.\r\n\r\n"
+        "3\r\n01:02:03,004 --> 01:02:04,999\r\n<b></b>\r\n\r\n"  # no words: no segment
+        "4\r\n10:00:00,001 --> 10:00:01,000\r\nLate.\r\n".encode()
+    )
+
+    assert read_transcript_segments(srt) == [
+        (0.0, 1.2, "I can't believe it, Sam!"),
+        (1.2, 2.045, "We won 3-2."),
+        (36000.001, 36001.0, "Late."),
+    ]
+    assert read_transcript_file(srt) == "I can't believe it, Sam!\nWe won 3-2.\nLate."
+
+
+def test_vtt_segments_keep_their_exact_time_codes(tmp_path):
+    vtt = tmp_path / "clip.vtt"
+    vtt.write_text(
+        "WEBVTT - demo\n\nNOTE this is not speech\n\nSTYLE\n::cue { color: red }\n\n"
+        "intro\n00:00.250 --> 00:01.500 align:start position:10%\n<v Maya>Fish &amp; chips</v>\n\n"
+        "00:01.500 --> 00:02.000\nagain, <c.loud>please</c>\n\n"
+        "01:00:59.999 --> 01:01:00.000\nlast\nword\n",
+        encoding="utf-8",
+    )
+
+    segments = read_transcript_segments(vtt)
+
+    assert segments == [(0.25, 1.5, "Fish & chips"), (1.5, 2.0, "again, please"), (3659.999, 3660.0, "last word")]
+    assert segments[0].start == 0.25 and segments[0].end == 1.5 and segments[0].text == "Fish & chips"
+    assert read_transcript_file(vtt) == "Fish & chips\nagain, please\nlast word"
+
+
+def test_vtt_without_its_header_is_rejected(tmp_path):
+    vtt = tmp_path / "clip.vtt"
+    vtt.write_text("1\n00:00:00,000 --> 00:00:01,000\nan SRT file renamed .vtt\n", encoding="utf-8")
+
+    for read in (read_transcript_file, read_transcript_segments):
+        with pytest.raises(MediaRejected) as exc:
+            read(vtt)
+        assert str(exc.value) == 'transcript is not valid WebVTT: the first line must be "WEBVTT"'
+
+
+def test_vtt_cue_with_an_unreadable_timing_is_rejected_not_dropped(tmp_path):
+    vtt = tmp_path / "clip.vtt"
+    vtt.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nfine\n\n00:01.000 --> 00:75.000\nlost?\n",
+                   encoding="utf-8")
+
+    with pytest.raises(MediaRejected) as exc:
+        read_transcript_segments(vtt)
+
+    assert str(exc.value) == 'transcript has an invalid cue timing on line 6: "00:01.000 --> 00:75.000"'
+    assert str(tmp_path) not in str(exc.value)
+
+
+def test_text_renamed_srt_is_rejected(tmp_path):
+    srt = tmp_path / "clip.srt"
+    srt.write_text("just some words\nno cues at all\n", encoding="utf-8")
+
+    with pytest.raises(MediaRejected, match=r"^transcript is not valid SubRip \(\.srt\)"):
+        read_transcript_file(srt)
+
+
+def test_empty_subtitle_files_mean_no_transcript(tmp_path):
+    for name in ("a.srt", "b.vtt"):
+        (tmp_path / name).write_text("\n  \n", encoding="utf-8")
+        assert read_transcript_segments(tmp_path / name) == []
+        assert read_transcript_file(tmp_path / name) == ""
+
+
+def test_non_utf8_vtt_segments_are_rejected_with_the_byte_position(tmp_path):
+    vtt = tmp_path / "clip.vtt"
+    vtt.write_bytes("WEBVTT\n\n00:00.000 --> 00:01.000\nCafé\n".encode("latin-1"))
+
+    with pytest.raises(MediaRejected) as exc:
+        read_transcript_segments(vtt)
+
+    assert str(exc.value) == "transcript is not UTF-8: byte 0xe9 at position 35 (line 4)"
+
+
+def test_txt_transcript_has_no_segments(tmp_path):
+    txt = tmp_path / "clip.txt"
+    txt.write_text("hello\n", encoding="utf-8")
+
+    with pytest.raises(MediaRejected, match="has no time codes"):
+        read_transcript_segments(txt)
