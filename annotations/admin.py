@@ -271,11 +271,12 @@ class ModelVersionAdmin(ProjectScopedAdmin):
             except registry.RegistryError as exc:
                 self.message_user(request, str(exc), level=messages.ERROR)
             else:
-                self.message_user(request, f"{version.name}: {verb}.")
+                # Verb first: the admin capitalises messages, and identities are case-sensitive.
+                self.message_user(request, f"{verb} {version.name}.")
 
     @admin.action(description="Promote to active (retires the current one)", permissions=["change"])
     def promote(self, request, queryset):
-        self._each(request, queryset, lambda v: registry.promote(v, actor=request.user), "promoted")
+        self._each(request, queryset, lambda v: registry.promote(v, actor=request.user), "Promoted")
 
     @admin.action(description="Roll back this backend to its previous active version", permissions=["change"])
     def roll_back(self, request, queryset):
@@ -290,7 +291,7 @@ class ModelVersionAdmin(ProjectScopedAdmin):
 
     @admin.action(description="Retire", permissions=["change"])
     def retire(self, request, queryset):
-        self._each(request, queryset, lambda v: registry.retire(v, actor=request.user), "retired")
+        self._each(request, queryset, lambda v: registry.retire(v, actor=request.user), "Retired")
 
 
 @admin.register(TrainingRun)

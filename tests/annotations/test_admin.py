@@ -119,3 +119,31 @@ def test_clips_are_not_added_and_states_are_read_only_in_the_admin(client, proje
 
     assert {"label_state", "verified_at", "status"} <= set(ClipAdmin.readonly_fields)
     assert "status" in ModelVersionAdmin.readonly_fields
+
+
+def test_promote_roll_back_and_retire_are_audited_admin_actions(client, project, manager):
+    from django.utils import timezone
+
+    from annotations.models import AuditEvent, ModelVersion
+
+    base = ModelVersion.objects.create(project=project, backend="internvl", name="internvl:ivl+base",
+                                       base_model="ivl", status="active", promoted_at=timezone.now())
+    tuned = ModelVersion.objects.create(project=project, backend="internvl", name="internvl:ivl+a@1",
+                                        base_model="ivl", adapter_path="runs/1")
+    client.force_login(manager)
+    url = reverse("admin:annotations_modelversion_changelist")
+    page = client.post(url, {"action": "promote", "_selected_action": [tuned.pk]}, follow=True).content.decode()
+    assert "Promoted internvl:ivl+a@1." in page
+    base.refresh_from_db(), tuned.refresh_from_db()
+    assert (base.status, tuned.status) == ("retired", "active")
+    client.post(url, {"action": "roll_back", "_selected_action": [tuned.pk]})
+    base.refresh_from_db(), tuned.refresh_from_db()
+    assert (base.status, tuned.status) == ("active", "retired")
+    page = client.post(url, {"action": "promote", "_selected_action": [base.pk]}, follow=True).content.decode()
+    assert "is already active" in page  # refused with the registry's message, nothing changed
+    client.post(url, {"action": "retire", "_selected_action": [base.pk]})
+    base.refresh_from_db()
+    assert base.status == "retired" and not ModelVersion.objects.filter(status="active").exists()
+    assert list(AuditEvent.objects.filter(action__startswith="model.").values_list("action", "actor")
+                .order_by("id")) == [("model.promoted", manager.pk), ("model.rolled_back", manager.pk),
+                                     ("model.retired", manager.pk)]
