@@ -38,13 +38,18 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def adapter_id(path: str | Path) -> str:
-    """Folder name plus a short hash of the weights: two different adapters never share an id."""
+def adapter_weights(path: str | Path) -> Path:
+    """The weights file of a peft adapter folder; FileNotFoundError when it has none."""
     folder = Path(path)
     weights = next((folder / name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"no adapter weights in {folder}")
-    return f"{folder.resolve().name}@{file_sha256(weights)[:12]}"
+    return weights
+
+
+def adapter_id(path: str | Path) -> str:
+    """Folder name plus a short hash of the weights: two different adapters never share an id."""
+    return f"{Path(path).resolve().name}@{file_sha256(adapter_weights(path))[:12]}"
 
 
 def base_name(model: str | Path) -> str:

@@ -63,7 +63,7 @@ def plan(project: Project) -> Plan:
 
     config = project_config(project)
     active = active_versions(project)
-    stale = set(unregistered_backends(project))
+    stale = set(unregistered_backends(project, active))
     runs, missing = [], []
     for name, spec in config.backends().items():
         version = active.get(name)
@@ -88,7 +88,7 @@ def clips_needing_prelabel(project: Project, current: Plan | None = None):
     current = current or plan(project)
     if not current.runs:
         return Clip.objects.none()
-    return (selectors.needs_humans(project.clips.filter(status=Clip.Status.READY, prelabel_error=""))
+    return (_waiting_for_models(project)
             .annotate(have=Count("predictions", filter=Q(predictions__model_version__in=current.wanted)))
             .filter(have__lt=len(current.wanted)))
 

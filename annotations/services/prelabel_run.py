@@ -11,6 +11,8 @@ import re
 
 from django.db import IntegrityError, transaction
 
+from ml import runtime  # torch only inside its functions, which run on workers
+
 from .. import selectors
 from ..models import Clip, ModelVersion, Prediction, Project
 from . import prelabel
@@ -19,27 +21,18 @@ from .registry import RegistryError, resolve
 log = logging.getLogger(__name__)
 
 
-def _runtime():
-    from ml import runtime  # worker-only module: its functions import torch when they run
-
-    return runtime
+# This process's models (one process per GPU); empty, and free, until a task needs a model.
+_CACHE = runtime.ModelCache()
 
 
-_CACHE = None
-
-
-def model_cache():
-    """This process's models (one process per GPU), created on first use."""
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = _runtime().ModelCache()
+def model_cache() -> runtime.ModelCache:
     return _CACHE
 
 
 def spec_for(run: prelabel.Run):
     """The ml.runtime spec of a registry version; RegistryError when this worker lacks its files."""
     model = run.model
-    return _runtime().ModelSpec(
+    return runtime.ModelSpec(
         kind=run.backend, model=resolve(model.base_model),
         adapter=resolve(model.adapter_path) if model.adapter_path else None,
         checkpoint=resolve(model.checkpoint_path) if model.checkpoint_path else None,
@@ -71,7 +64,6 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
     """Run every enabled backend over the clips that still lack its prediction, then fuse and score."""
     from ml.types import ClipInput
 
-    runtime = _runtime()
     stats = {"stored": 0, "skipped": 0, "errors": 0}
     retry_later: set[int] = set()
     clips = Clip.objects.filter(pk__in=clip_ids, status=Clip.Status.READY).select_related("project")
@@ -133,7 +125,7 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
 
 def _evict_retired_adapters() -> None:
     """Free adapters that no project runs any more (a promotion retired them)."""
-    if _CACHE is None or not len(_CACHE):
+    if not len(_CACHE):
         return
     names = ModelVersion.objects.filter(backend="internvl", status=ModelVersion.Status.ACTIVE).exclude(
         adapter_path="").values_list("name", flat=True)

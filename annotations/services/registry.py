@@ -65,7 +65,7 @@ def _fingerprint(resolved: str) -> str:
 
 def identify(backend: str, *, model: str, adapter: str | None = None, checkpoint: str | None = None) -> dict:
     """Read the files and return the registry fields of this model. Runs where the files are."""
-    from ml.versions import ADAPTER_WEIGHT_FILES, identify_affectgpt, identify_internvl
+    from ml.versions import adapter_weights, identify_affectgpt, identify_internvl
 
     base = resolve(model)
     fields = {"base_model": model, "base_fingerprint": _fingerprint(base), "adapter_path": "", "adapter_sha256": "",
@@ -77,8 +77,7 @@ def identify(backend: str, *, model: str, adapter: str | None = None, checkpoint
             adapter_abs = resolve(adapter) if adapter else None
             fields["name"] = identify_internvl(base, adapter_abs)
             if adapter_abs:
-                weights = next(Path(adapter_abs) / n for n in ADAPTER_WEIGHT_FILES if (Path(adapter_abs) / n).is_file())
-                fields.update(adapter_path=adapter, adapter_sha256=_sha256(weights))
+                fields.update(adapter_path=adapter, adapter_sha256=_sha256(adapter_weights(adapter_abs)))
         elif backend == "affectgpt":
             if adapter:
                 raise RegistryError("an AffectGPT model has no adapter (use its checkpoint)")
@@ -92,7 +91,7 @@ def identify(backend: str, *, model: str, adapter: str | None = None, checkpoint
                 fields.update(checkpoint_path=checkpoint, checkpoint_sha256=_sha256(Path(ckpt_abs)))
         else:
             raise RegistryError(f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
-    except (FileNotFoundError, StopIteration):
+    except FileNotFoundError:
         raise RegistryError(f"{backend} model {model!r}: the weights are missing (no adapter or checkpoint file)"
                             ) from None
     except OSError as exc:
@@ -180,13 +179,14 @@ def active_versions(project: Project) -> dict[str, ModelVersion]:
     return {v.backend: v for v in ModelVersion.objects.filter(project=project, status=ModelVersion.Status.ACTIVE)}
 
 
-def unregistered_backends(project: Project) -> list[str]:
+def unregistered_backends(project: Project, active: dict[str, ModelVersion] | None = None) -> list[str]:
     """Enabled backends with no active version, or whose active version is on another base than the
     configured one. An active version with another adapter or checkpoint on the configured base stands (a
-    promotion chose it); a configuration change of adapter or checkpoint registers anew (`config_changes`)."""
-    active = active_versions(project)
-    return [name for name in project_config(project).backends()
-            if active.get(name) is None or active[name].base_model != project_config(project).backends()[name].model]
+    promotion chose it); a configuration change of adapter or checkpoint registers anew
+    (`changed_model_backends`)."""
+    active = active_versions(project) if active is None else active
+    return [name for name, spec in project_config(project).backends().items()
+            if active.get(name) is None or active[name].base_model != spec.model]
 
 
 def changed_model_backends(changes: dict) -> list[str]:
