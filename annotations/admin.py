@@ -96,6 +96,8 @@ class ProjectAdmin(ProjectScopedAdmin):
         else:
             obj.config = {}
         super().save_model(request, obj, form, change)
+        if not change:
+            project_services.project_created(obj, actor=request.user)
         try:
             project_services.update_config(obj, config, actor=request.user)
         except ConfigError as exc:

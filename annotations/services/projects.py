@@ -52,12 +52,19 @@ def create_project(*, name: str, creator, description: str = "") -> Project:
     with transaction.atomic():
         project = Project.objects.create(name=name, slug=slug, description=description,
                                          created_by=creator if getattr(creator, "pk", None) else None)
-        vocabulary.fill_default(project.pk)
         if getattr(creator, "pk", None):
             Membership.objects.create(project=project, user=creator, role=Role.MANAGER)
             _grant_admin(creator)
-        audit.record("project.created", project, actor=creator, project=project, changes={"name": name})
+        project_created(project, actor=creator)
     return project
+
+
+def project_created(project: Project, *, actor=None) -> None:
+    """What every new project gets, however it was made (the form, import_clips, the admin): its vocabulary,
+    filled from the default, and the audit record."""
+    with transaction.atomic():
+        vocabulary.fill_default(project.pk)
+        audit.record("project.created", project, actor=actor, project=project, changes={"name": project.name})
 
 
 def set_membership(*, project: Project, user, role: str, actor=None, trusted: bool = False) -> Membership:

@@ -147,3 +147,19 @@ def test_promote_roll_back_and_retire_are_audited_admin_actions(client, project,
     assert list(AuditEvent.objects.filter(action__startswith="model.").values_list("action", "actor")
                 .order_by("id")) == [("model.promoted", manager.pk), ("model.rolled_back", manager.pk),
                                      ("model.retired", manager.pk)]
+
+
+def test_a_project_added_in_the_admin_gets_its_vocabulary(client, django_user_model):
+    from annotations.models import AuditEvent, EmotionTerm
+    from annotations.services.vocabulary import project_vocabulary
+
+    root = django_user_model.objects.create_superuser("root3", password="pw-root-123")
+    client.force_login(root)
+    response = client.post(reverse("admin:annotations_project_add"),
+                           {"name": "From admin", "slug": "from-admin", "description": "", "config": "{}",
+                            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"})
+    assert response.status_code == 302
+    project = Project.objects.get(slug="from-admin")
+    assert EmotionTerm.objects.filter(project=project, kind="term").count() == len(project_vocabulary(project))
+    assert EmotionTerm.objects.filter(project=project).count() > 328
+    assert AuditEvent.objects.get(action="project.created", project=project).actor == root
