@@ -27,3 +27,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not :memory:, so that worker subprocesses started by integration tests see the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
 AUDIT_PURGE_ALLOWED = True  # lets Django's flush between transactional tests empty the audit table
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    # The same for PostgreSQL, whose flush uses TRUNCATE: the audit table's truncate trigger (migration 0006)
+    # allows it only where this setting is on. Applies to every connection, the test database's creation too.
+    _options = DATABASES["default"].setdefault("OPTIONS", {})  # noqa: F405
+    _options["options"] = f"{_options.get('options', '')} -c affectloop.audit_purge=on".strip()
+
