@@ -1,11 +1,11 @@
 """Validation and small utilities for uploaded clips and their transcripts.
 
-Pure functions over files on disk, kept free of Django and of heavy imports (torch, av) so the web
-process can call them cheaply. Probing runs the system ``ffprobe``/``ffmpeg`` in a subprocess with a
-timeout; nothing is decoded until the cheap checks (size, magic bytes) have passed. Command lines are
-built with ffmpeg-python but always run by :func:`_run_tool` (never ffmpeg-python's ``run``/``probe``,
-which have no timeout, leave stdin open and cannot add our hardening). Transcripts are parsed with
-webvtt-py.
+Pure functions over files on disk, kept free of heavy imports (torch, av) so the web process can call them
+cheaply; Django settings are read only when a tool runs. Probing runs the system ``ffprobe``/``ffmpeg`` in a
+subprocess with a timeout, an address-space limit and a per-frame pixel cap; nothing is decoded until the
+cheap checks (size, magic bytes) have passed. Command lines are built with ffmpeg-python but always run by
+:func:`_run_tool` (never ffmpeg-python's ``run``/``probe``, which have no timeout, leave stdin open and
+cannot add our hardening). Transcripts are parsed with webvtt-py.
 
 Every :class:`MediaRejected` message is shown to users: it is short, has no traceback and never
 contains a server path.
@@ -14,12 +14,16 @@ contains a server path.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import hashlib
 import html
 import io
 import json
 import os
 import re
+import resource
+import signal
 import stat
 import subprocess
 import threading
@@ -47,6 +51,20 @@ _DEMUXER = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}
 _DEMUXER_OPTS = {"mov": {"enable_drefs": 0}}
 # A stream may legitimately lose a packet or two to edit lists; a truncated file loses far more.
 _PACKET_TOLERANCE = 0.02
+# Decoders check their padded buffer size against -max_pixels (a 2160-wide frame is allocated 2176 wide,
+# AV1 pads to 128), so the pixel cap gets this slack per side; the exact caps are checked after probing.
+_PIXEL_SLACK = 128
+# Decoder threads each cost address space (stack, malloc arena): a fixed count keeps a tool's need
+# independent of the host's cores. A 4K thumbnail needs ~350 MB this way, ~1.8 GB with 16 auto threads.
+_PROBE_THREADS = 1
+_THUMBNAIL_THREADS = 2
+_DEFAULT_TOOL_MEMORY_MB = 1024
+# ffmpeg's own message when -max_pixels refuses a frame (libavutil/imgutils.c).
+_MAX_PIXELS_HIT = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+# What an allocation that failed under the memory limit prints (lower case).
+_OUT_OF_MEMORY = ("cannot allocate memory", "could not allocate", "out of memory", "get_buffer() failed")
+# Faults of the tool itself: nobody sends these to a process group, so they are about the file.
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 
 
 class MediaRejected(Exception):
@@ -63,6 +81,16 @@ class MediaLimits:
     max_seconds: float
     max_width: int
     max_height: int
+
+    @property
+    def max_pixels(self) -> int:
+        """The per-frame pixel cap handed to ffprobe/ffmpeg (-max_pixels)."""
+        return pixel_cap(self.max_width, self.max_height)
+
+
+def pixel_cap(max_width: int, max_height: int) -> int:
+    """-max_pixels for frames within max_width x max_height (either orientation), decoder padding included."""
+    return (max_width + _PIXEL_SLACK) * (max_height + _PIXEL_SLACK)
 
 
 @dataclass(frozen=True)
@@ -144,7 +172,7 @@ def probe_video(path, limits: MediaLimits) -> ProbeResult:
         raise MediaRejected(f"file too large: {_mb(size)} MB (limit {_mb(limits.max_bytes)} MB)")
     container = sniff_container(path)
 
-    info = _ffprobe(path, container)
+    info = _ffprobe(path, container, limits)
     streams = info.get("streams") or []
     # An attached picture (cover art in an m4a, say) is an image, not a video stream.
     videos = [
@@ -200,7 +228,7 @@ def probe_video(path, limits: MediaLimits) -> ProbeResult:
     )
 
 
-def ffprobe_command(path: Path, container: str) -> list[str]:
+def ffprobe_command(path: Path, container: str, *, max_pixels: int) -> list[str]:
     """The hardened ffprobe command line for a file whose container has been sniffed.
 
     ffmpeg-python compiles only ffmpeg graphs; for ffprobe it offers the option helper its own probe()
@@ -213,23 +241,27 @@ def ffprobe_command(path: Path, container: str) -> list[str]:
         *args({"v": "error", "hide_banner": None}),
         # The input must be forced and whitelisted: these decide which code can ever touch the file.
         *args({"protocol_whitelist": "file", "f": demuxer, **_DEMUXER_OPTS.get(demuxer, {})}),
+        # Refuse oversized frames before a buffer is allocated: the size cap is only checked after probing.
+        *args({"max_pixels": int(max_pixels), "threads": _PROBE_THREADS}),
         *args({"show_streams": None, "show_format": None, "count_packets": None, "of": "json"}),
         _local_input(path),
     ]
 
 
-def thumbnail_command(path: Path, out_path: Path, container: str, *, seek: float, width: int) -> list[str]:
+def thumbnail_command(path: Path, out_path: Path, container: str, *, seek: float, width: int,
+                      max_pixels: int) -> list[str]:
     """The hardened ffmpeg command line writing one JPEG frame of `path` to `out_path`."""
     demuxer = _DEMUXER[container]
     stream = ffmpeg.input(
         _local_input(path), format=demuxer, protocol_whitelist="file", ss=f"{seek:.3f}",
-        **_DEMUXER_OPTS.get(demuxer, {}),
+        max_pixels=int(max_pixels), threads=_THUMBNAIL_THREADS, **_DEMUXER_OPTS.get(demuxer, {}),
     ).output(
         f"file:{out_path}", format="image2", vf=f"scale={int(width)}:-2",
-        **{"frames:v": 1, "c:v": "mjpeg", "q:v": 4},
+        threads=1, **{"frames:v": 1, "c:v": "mjpeg", "q:v": 4},
     )
     # Global options first, as a person would type them (compile() appends -y after the output).
-    return ffmpeg.compile(stream, cmd=["ffmpeg", "-v", "error", "-hide_banner", "-nostdin", "-y"])
+    return ffmpeg.compile(stream, cmd=["ffmpeg", "-v", "error", "-hide_banner", "-nostdin", "-y",
+                                       "-filter_threads", "1"])
 
 
 def _local_input(path: Path) -> str:
@@ -238,32 +270,75 @@ def _local_input(path: Path) -> str:
 
 
 def _run_tool(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run ffprobe/ffmpeg: bounded in time, stdin closed, output captured. Raises TimeoutExpired.
+    """Run ffprobe/ffmpeg: bounded in time and address space, stdin closed, output captured.
 
-    The tool gets a process group of its own: stopping a worker signals the worker's whole group
-    (Ctrl-C, honcho, systemd), and a probe killed mid-file would otherwise mark a good clip corrupt.
-    The worker's warm shutdown waits for the task, and the timeout still bounds the tool.
+    Raises TimeoutExpired. The tool gets a process group of its own: stopping a worker signals the
+    worker's whole group (Ctrl-C, honcho, systemd), and a probe killed mid-file would otherwise mark a
+    good clip corrupt. The worker's warm shutdown waits for the task, and the timeout still bounds the tool.
+    The address-space limit (MEDIA_TOOL_MEMORY_MB) makes a hostile file fail an allocation instead of
+    taking the worker's memory; see _limit_hit for how that is reported.
     """
+    memory_mb = _tool_memory_mb()
+    limit = memory_mb << 20
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)  # a child may lower its hard limit, never raise it
+    # preexec_fn runs between fork and exec, beside other threads (validate_all): a bare C call with
+    # arguments computed here, so the child runs no Python code that could wait on a lock.
+    cap_memory = functools.partial(resource.setrlimit, resource.RLIMIT_AS, (limit, limit))
     # Until the child has left our group (setpgid, just before exec) a group signal still reaches it,
     # so one death by signal is retried; a second one is reported, never blamed on the file.
     for _ in range(2):
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                                  check=False, process_group=0)
+                                  check=False, process_group=0, preexec_fn=cap_memory)
         except FileNotFoundError:  # a server set-up problem, not the user's
             raise RuntimeError(f"{cmd[0]} is not installed or not on PATH") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOMEM:  # exec itself failed under the limit
+                raise _cannot_start(cmd[0], memory_mb) from None
+            raise
+        if proc.returncode == 127 and b"error while loading shared libraries" in proc.stderr:
+            raise _cannot_start(cmd[0], memory_mb)  # the loader could not map the tool's libraries
         if proc.returncode >= 0:
             return proc
+    if -proc.returncode in _CRASH_SIGNALS:
+        name = signal.Signals(-proc.returncode).name
+        raise MediaRejected(f"could not read the video: {cmd[0]} crashed on it "
+                            f"({name}; memory limit {memory_mb} MB)")
     raise MediaToolKilled(f"{cmd[0]} was killed by signal {-proc.returncode}")
 
 
-def _ffprobe(path: Path, container: str) -> dict:
+def _cannot_start(tool: str, memory_mb: int) -> RuntimeError:
+    # The same for every file: a server setting to fix, not a verdict on the clip.
+    return RuntimeError(f"{tool} cannot start within its memory limit of {memory_mb} MB: "
+                        f"raise MEDIA_TOOL_MEMORY_MB")
+
+
+def _tool_memory_mb() -> int:
+    from django.conf import settings  # here, not at import: importing this module needs no Django set-up
+
+    return int(getattr(settings, "MEDIA_TOOL_MEMORY_MB", _DEFAULT_TOOL_MEMORY_MB))
+
+
+def _limit_hit(stderr: str, max_width: int, max_height: int) -> str | None:
+    """The user-facing reason when a tool stopped at one of our limits rather than at a fault in the file."""
+    if match := _MAX_PIXELS_HIT.search(stderr):
+        return f"resolution too high: {match[1]}x{match[2]} (limit {max_width}x{max_height})"
+    if any(marker in stderr.lower() for marker in _OUT_OF_MEMORY):
+        return f"out of memory reading the video (limit {_tool_memory_mb()} MB)"
+    return None
+
+
+def _ffprobe(path: Path, container: str, limits: MediaLimits) -> dict:
     try:
-        proc = _run_tool(ffprobe_command(path, container), PROBE_TIMEOUT_S)
+        proc = _run_tool(ffprobe_command(path, container, max_pixels=limits.max_pixels), PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise MediaRejected("corrupt or unreadable video: probing timed out") from None
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0 or stderr.strip():
+        if reason := _limit_hit(stderr, limits.max_width, limits.max_height):
+            raise MediaRejected(reason)
         raise MediaRejected(f"corrupt or truncated video: {_first_error_line(stderr, path)}")
     try:
         return json.loads(proc.stdout)
@@ -319,29 +394,43 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320) -> None:
+def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320,
+                   limits: MediaLimits | None = None) -> None:
     """Write one JPEG frame of the clip, `width` pixels wide with the aspect ratio kept.
 
     Falls back to the first frame when `at_seconds` is past the end. Written to a temporary name
-    and renamed, so a reader never sees half a JPEG.
+    and renamed, so a reader never sees half a JPEG. Frames are capped at `limits`' resolution, by
+    default the configured MAX_CLIP_WIDTH x MAX_CLIP_HEIGHT.
     """
     path, out_path = Path(path).absolute(), Path(out_path).absolute()
     container = sniff_container(path)  # same hardening as probing
+    if limits is None:
+        from django.conf import settings
+
+        max_width, max_height = settings.MAX_CLIP_WIDTH, settings.MAX_CLIP_HEIGHT
+    else:
+        max_width, max_height = limits.max_width, limits.max_height
     # A per-call name: two workers making the same thumbnail never write into each other's file.
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     for seek in (max(0.0, at_seconds), 0.0):
         tmp.unlink(missing_ok=True)
-        cmd = thumbnail_command(path, tmp, container, seek=seek, width=width)
+        cmd = thumbnail_command(path, tmp, container, seek=seek, width=width,
+                                max_pixels=pixel_cap(max_width, max_height))
         try:
             proc = _run_tool(cmd, THUMBNAIL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            tmp.unlink(missing_ok=True)
             raise MediaRejected("could not make a thumbnail: timed out") from None
+        except (MediaRejected, MediaToolKilled):  # a crashed or killed tool may leave a partial file
+            tmp.unlink(missing_ok=True)
+            raise
         if proc.returncode == 0 and tmp.exists() and tmp.stat().st_size > 0:
             os.replace(tmp, out_path)
             return
     tmp.unlink(missing_ok=True)
     stderr = proc.stderr.decode("utf-8", "replace")
-    raise MediaRejected(f"could not make a thumbnail: {_first_error_line(stderr, path)}")
+    reason = _limit_hit(stderr, max_width, max_height) or _first_error_line(stderr, path)
+    raise MediaRejected(f"could not make a thumbnail: {reason}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -388,14 +388,15 @@ def process_clip(clip_id: int) -> str:
         clip.save(update_fields=["status", "updated_at"])
     path = Path(clip.file.path)
     try:
-        probe = media.probe_video(path, limits())
+        clip_limits = limits()
+        probe = media.probe_video(path, clip_limits)
         digest = media.sha256_file(path)
         if digest != clip.sha256:
             raise media.MediaRejected("stored file does not match its checksum")
         thumb_rel = f"thumbs/{clip.project_id}/{clip.sha256[:2]}/{clip.sha256}.jpg"
         thumb_abs = Path(settings.MEDIA_ROOT) / thumb_rel
         thumb_abs.parent.mkdir(parents=True, exist_ok=True)
-        media.make_thumbnail(path, thumb_abs, at_seconds=min(1.0, probe.duration / 2))
+        media.make_thumbnail(path, thumb_abs, at_seconds=min(1.0, probe.duration / 2), limits=clip_limits)
     except media.MediaRejected as exc:
         # A concurrent run may have finished first: never turn a ready clip into a failed one.
         Clip.objects.filter(pk=clip_id).exclude(status=Clip.Status.READY).update(

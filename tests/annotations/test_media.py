@@ -13,6 +13,7 @@ from annotations.media import (
     ffprobe_command,
     find_sidecar_transcript,
     make_thumbnail,
+    pixel_cap,
     probe_video,
     read_transcript_file,
     read_transcript_segments,
@@ -266,7 +267,7 @@ def input_options(cmd) -> list[str]:
 
 @pytest.mark.parametrize("container, demuxer", [("mp4", "mov"), ("matroska", "matroska"), ("avi", "avi")])
 def test_ffprobe_command_forces_the_demuxer_and_the_file_protocol(tmp_path, container, demuxer):
-    cmd = ffprobe_command(tmp_path / "upload.bin", container)
+    cmd = ffprobe_command(tmp_path / "upload.bin", container, max_pixels=123_456)
 
     assert cmd[0] == "ffprobe"
     assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
@@ -277,19 +278,22 @@ def test_ffprobe_command_forces_the_demuxer_and_the_file_protocol(tmp_path, cont
         assert cmd[cmd.index("-enable_drefs") + 1] == "0"
     assert {"-show_streams", "-show_format", "-count_packets"} <= set(cmd)
     assert cmd[cmd.index("-of") + 1] == "json"
+    # Decoder limits: oversized frames are refused before allocation; one thread bounds the address space.
+    assert cmd[cmd.index("-max_pixels") + 1] == "123456"
+    assert cmd[cmd.index("-threads") + 1] == "1"
 
 
 def test_ffprobe_command_reads_a_relative_path_as_a_local_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    assert ffprobe_command("http:evil.mp4", "mp4")[-1] == f"file:{tmp_path / 'http:evil.mp4'}"
+    assert ffprobe_command("http:evil.mp4", "mp4", max_pixels=1)[-1] == f"file:{tmp_path / 'http:evil.mp4'}"
 
 
 @pytest.mark.parametrize("container, demuxer", [("mp4", "mov"), ("matroska", "matroska"), ("avi", "avi")])
 def test_thumbnail_command_hardens_the_input_and_writes_one_local_jpeg(tmp_path, container, demuxer):
     src, out = tmp_path / "clip.bin", tmp_path / ".thumb.jpg.tmp"
 
-    cmd = thumbnail_command(src, out, container, seek=1.5, width=200)
+    cmd = thumbnail_command(src, out, container, seek=1.5, width=200, max_pixels=123_456)
 
     assert cmd[0] == "ffmpeg" and {"-nostdin", "-y"} <= set(cmd)
     before_input = input_options(cmd)  # input options only count when they come before -i
@@ -297,8 +301,12 @@ def test_thumbnail_command_hardens_the_input_and_writes_one_local_jpeg(tmp_path,
     assert before_input[before_input.index("-f") + 1] == demuxer
     assert before_input[before_input.index("-ss") + 1] == "1.500"
     assert ("-enable_drefs" in before_input) == (demuxer == "mov")
+    assert before_input[before_input.index("-max_pixels") + 1] == "123456"
+    assert before_input[before_input.index("-threads") + 1] == "2"  # decoder threads
+    assert before_input[before_input.index("-filter_threads") + 1] == "1"
     assert cmd[cmd.index("-i") + 1] == f"file:{src}"
     after_input = cmd[cmd.index("-i") + 2:]
+    assert after_input[after_input.index("-threads") + 1] == "1"  # encoder threads
     assert after_input[after_input.index("-f") + 1] == "image2"
     assert after_input[after_input.index("-frames:v") + 1] == "1"
     assert after_input[after_input.index("-vf") + 1] == "scale=200:-2"
@@ -306,19 +314,22 @@ def test_thumbnail_command_hardens_the_input_and_writes_one_local_jpeg(tmp_path,
 
 
 def test_probing_and_thumbnails_run_hardened_commands_with_a_timeout_and_no_stdin(media, tmp_path, limits,
-                                                                                  tool_calls):
+                                                                                  tool_calls, settings):
     probe_video(media.mkv, limits)
     make_thumbnail(media.clip, tmp_path / "thumb.jpg", at_seconds=0.5)
 
     [(probe_cmd, probe_kw), (thumb_cmd, thumb_kw)] = tool_calls
-    assert probe_cmd == ffprobe_command(media.mkv, "matroska")
+    assert probe_cmd == ffprobe_command(media.mkv, "matroska", max_pixels=limits.max_pixels)
     assert probe_kw["timeout"] == media_module.PROBE_TIMEOUT_S
     assert thumb_cmd[0] == "ffmpeg" and thumb_cmd[thumb_cmd.index("-i") + 1] == f"file:{media.clip}"
     assert input_options(thumb_cmd)[input_options(thumb_cmd).index("-f") + 1] == "mov"
+    assert input_options(thumb_cmd)[input_options(thumb_cmd).index("-max_pixels") + 1] == str(
+        pixel_cap(settings.MAX_CLIP_WIDTH, settings.MAX_CLIP_HEIGHT))  # the configured caps by default
     assert thumb_kw["timeout"] == media_module.THUMBNAIL_TIMEOUT_S
     for kwargs in (probe_kw, thumb_kw):
         assert kwargs["stdin"] is subprocess.DEVNULL and kwargs["capture_output"] is True
         assert kwargs["process_group"] == 0  # a signal to the worker's group never reaches the tool
+        assert kwargs["preexec_fn"] is not None  # the memory limit (tests/annotations/test_media_limits.py)
 
 
 def test_a_tool_killed_by_a_signal_is_not_blamed_on_the_file(media, tmp_path, limits, monkeypatch):

@@ -4,6 +4,7 @@ Every generated clip has FRAMES frames at 10 fps where frame k is a flat grey of
 losslessly, so the mean of a returned frame divided by 8 says which frame it is.
 """
 
+import shutil
 import subprocess
 
 import pytest
@@ -11,8 +12,9 @@ import pytest
 pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 
+from ml import video
 from ml.testing.samples import make_clip
-from ml.video import VideoReadError, frame_indices, load_audio, sample_frames
+from ml.video import VideoReadError, frame_indices, load_audio, sample_frames, sniff_container
 from tests.conftest import needs_ffmpeg, skip_without_ffmpeg
 
 FRAMES = 30
@@ -181,6 +183,86 @@ def test_sample_frames_of_a_non_video_file(tmp_path, content):
 def test_sample_frames_of_a_missing_file(tmp_path):
     with pytest.raises(VideoReadError):
         sample_frames(tmp_path / "absent.mp4", 8)
+
+
+# --- the demuxer is forced, never auto-detected -----------------------------------------------------------
+
+def test_containers_map_to_the_demuxers_ingest_forces():
+    from annotations import media
+
+    assert video._DEMUXER == media._DEMUXER
+    as_strings = {name: {k: str(v) for k, v in opts.items()} for name, opts in media._DEMUXER_OPTS.items()}
+    assert as_strings == video._DEMUXER_OPTS
+
+
+@needs_ffmpeg
+def test_containers_are_sniffed_as_ingest_sniffs_them(clips, tmp_path):
+    from annotations import media
+
+    avi = make_clip(tmp_path / "clip.avi", video_codec="mpeg4", audio_codec="pcm_s16le")
+    for path, expected in [(clips["mp4"], "mp4"), (clips["mkv"], "matroska"), (clips["webm"], "matroska"),
+                           (avi, "avi")]:
+        assert sniff_container(path) == media.sniff_container(path) == expected
+    playlist = tmp_path / "clip.mp4"
+    playlist.write_text("#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n")
+    for refused in (playlist, tmp_path / "absent.mp4"):
+        with pytest.raises(VideoReadError):
+            sniff_container(refused)
+        with pytest.raises(media.MediaRejected):
+            media.sniff_container(refused)
+
+
+@needs_ffmpeg
+def test_a_concat_list_named_like_a_clip_never_reads_the_file_it_names(clips, tmp_path):
+    # Auto-detection would open this with the concat demuxer and return the frames of the other clip.
+    shutil.copy(clips["mkv"], tmp_path / "someone_elses.mkv")
+    upload = tmp_path / "upload.mp4"
+    upload.write_text("ffconcat version 1.0\nfile someone_elses.mkv\n")
+
+    with pytest.raises(VideoReadError) as info:
+        sample_frames(upload, 4)
+    _assert_clean(info.value)
+    with pytest.raises(VideoReadError, match="cannot read audio") as info:
+        load_audio(upload)
+    _assert_clean(info.value)
+
+
+@needs_ffmpeg
+def test_a_clip_is_read_with_its_recorded_container_whatever_its_name(clips, tmp_path):
+    renamed = shutil.copy(clips["mkv"], tmp_path / "looks_like.mp4")
+
+    _assert_frames(sample_frames(renamed, 4), [3, 11, 18, 26])  # sniffed: matroska
+    _assert_frames(sample_frames(renamed, 4, container="matroska"), [3, 11, 18, 26])
+    with pytest.raises(VideoReadError) as info:  # the MOV demuxer is forced on Matroska bytes: refused
+        sample_frames(renamed, 4, container="mp4")
+    _assert_clean(info.value)
+    with pytest.raises(VideoReadError, match="unsupported container"):
+        sample_frames(renamed, 4, container="hls")
+    assert load_audio(renamed, container="matroska").shape == (0,)
+    with pytest.raises(VideoReadError, match="cannot read audio"):
+        load_audio(renamed, container="avi")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(("kind", "demuxer", "options"), [
+    ("mp4", "mov", {"protocol_whitelist": "file", "enable_drefs": "0"}),
+    ("webm", "matroska", {"protocol_whitelist": "file"}),
+])
+def test_pyav_opens_the_local_file_with_the_demuxer_and_protocol_forced(clips, monkeypatch, kind, demuxer,
+                                                                       options):
+    opened, real_open = [], video.av.open
+
+    def spy(file, *args, **kwargs):
+        opened.append((file, kwargs))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(video.av, "open", spy)
+
+    sample_frames(clips[kind], 2)
+
+    [(file, kwargs)] = opened
+    assert file == f"file:{clips[kind]}"  # never parsed as a URL or another protocol
+    assert kwargs == {"format": demuxer, "container_options": options}
 
 
 # --- load_audio --------------------------------------------------------------------------------------------
