@@ -26,14 +26,15 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 venv: $(VENV)/.installed-$(EXTRAS)
 
+# umask 077 and a 0700 data dir: the SQLite file holds sessions and password hashes.
 $(AFFECTLOOP_DATA_DIR)/secret_key:
-	mkdir -p $(AFFECTLOOP_DATA_DIR)
+	mkdir -p -m 700 $(AFFECTLOOP_DATA_DIR)
 	umask 077; $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 run: venv $(RUN_SECRET)
 	@command -v ffprobe >/dev/null || echo "warning: ffmpeg/ffprobe not found: clips cannot be validated (apt-get install ffmpeg)"
-	$(RUN_ENV) $(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
-	$(RUN_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
+	umask 077; $(RUN_ENV) $(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
+	umask 077; $(RUN_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -d $(CURDIR) -f platform/Procfile.embedded start
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,17 +2,35 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import Q
 
-from . import selectors
+from . import accounts, selectors
+from .admin_audit import AuditedAdmin
 from .models import (
-    Annotation, AuditEvent, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AuditEvent, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
     Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
 from .services import projects as project_services, registry, vocabulary
 
 
-class ProjectScopedAdmin(admin.ModelAdmin):
+class UsernameField(forms.ModelChoiceField):
+    """A user typed by exact username: managers add members without being shown a list of every account."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("widget", forms.TextInput(attrs={"autocomplete": "off"}))
+        kwargs.setdefault("help_text", "Exact username")
+        super().__init__(queryset=get_user_model().objects.all(), to_field_name="username", **kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, int):  # a saved row's initial value is the user's id
+            return self.queryset.filter(pk=value).values_list("username", flat=True).first() or value
+        return super().prepare_value(value)
+
+
+class ProjectScopedAdmin(AuditedAdmin):
     """Limits rows (and foreign-key choices) to projects where the staff user is a manager."""
 
     project_path = "project"  # lookup from this model to Project
@@ -29,6 +47,8 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         # Every choice of a project-owned object is limited to the manager's projects, not only Project
         # itself: otherwise a run could be pointed at another project's snapshot.
+        if db_field.related_model is get_user_model() and not request.user.is_superuser:
+            return UsernameField(label=db_field.verbose_name.capitalize(), required=not db_field.blank)
         path = _PROJECT_PATHS.get(db_field.related_model)
         if path is not None and not request.user.is_superuser:
             managed = self._managed(request)
@@ -52,7 +72,14 @@ _PROJECT_PATHS = {
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
-    autocomplete_fields = ["user"]
+
+    def get_autocomplete_fields(self, request):
+        return ["user"] if request.user.is_superuser else []
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            return UsernameField(label="User")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class ProjectForm(forms.ModelForm):
@@ -140,7 +167,9 @@ class MembershipAdmin(ProjectScopedAdmin):
     list_display = ["user", "project", "role", "trusted", "created_at"]
     list_filter = ["role", "trusted", "project"]
     search_fields = ["user__username", "project__name"]
-    autocomplete_fields = ["user"]
+
+    def get_autocomplete_fields(self, request):
+        return ["user"] if request.user.is_superuser else []
 
     def save_model(self, request, obj, form, change):
         project_services.set_membership(project=form.cleaned_data["project"], user=form.cleaned_data["user"],
@@ -348,3 +377,40 @@ class AuditEventAdmin(ProjectScopedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- users ------------------------------------------------------------------------------------------------
+@admin.register(AccountFlags)
+class AccountFlagsAdmin(AuditedAdmin):
+    """Superusers only (no manager permission): tick must_change_password to force a new password."""
+
+    list_display = ["user", "must_change_password", "updated_at"]
+    list_filter = ["must_change_password"]
+    search_fields = ["user__username"]
+    raw_id_fields = ["user"]
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ScopedUserAdmin(AuditedAdmin, UserAdmin):
+    """Managers see themselves and the members of the projects they manage, nobody else: no list of every
+    account, no superuser filter, no autocomplete over all usernames."""
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        managed = selectors.managed_projects(request.user)
+        return qs.filter(Q(pk=request.user.pk) | Q(memberships__project__in=managed)).distinct()
+
+    def get_list_filter(self, request):
+        return super().get_list_filter(request) if request.user.is_superuser else ("is_active",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            # The admin chose this password: its owner replaces it at the first login.
+            accounts.require_password_change(obj, actor=request.user)

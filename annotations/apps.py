@@ -21,4 +21,9 @@ class AnnotationsConfig(AppConfig):
     def ready(self):
         connection_created.connect(_register_sqlite_functions, dispatch_uid="affectloop-sqlite-functions")
         # Register the tasks in every process (web included), so annotations.dispatch finds them by name.
-        from . import tasks  # noqa: F401
+        from . import accounts, tasks  # noqa: F401  (accounts: the login signal receiver)
+        from django.contrib import admin
+
+        from .admin_audit import audit_every_admin
+
+        audit_every_admin(admin.site)  # the admin's autodiscover has run: every app's ModelAdmins exist

@@ -70,8 +70,8 @@ def serve_media(request, rel_name: str, *, download_name: str | None = None):
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_PREFIX + quote(str(path.relative_to(root)))
         response["Content-Disposition"] = disposition
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "sandbox"
+        # nginx keeps only a few of these on an X-Accel answer; its internal location sets the rest too.
+        _protect(response)
         return response
 
     size = path.stat().st_size
@@ -93,7 +93,12 @@ def serve_media(request, rel_name: str, *, download_name: str | None = None):
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     response["Accept-Ranges"] = "bytes"
     response["Content-Disposition"] = disposition
+    _protect(response)
+    return response
+
+
+def _protect(response) -> None:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    # Not kept in the browser's cache: after logout, another user of the same browser must not see clips.
+    response["Cache-Control"] = "private, no-store"

@@ -471,3 +471,16 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit events are append-only")
+
+
+class AccountFlags(models.Model):
+    """Per-user security state that auth.User has no field for."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_flags")
+    # Set for passwords someone else chose (bootstrap's generated one, an admin-made account): the next
+    # login must pick a new one before doing anything else.
+    must_change_password = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.user}: {'must change password' if self.must_change_password else 'ok'}"

@@ -1,18 +1,23 @@
 """Web pages. Thin: check membership through selectors, call one service, render."""
 
+from urllib.parse import unquote, urlsplit
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors
 from .forms import ProjectForm, UploadForm
 from .http import serve_media
 from .models import Role
+from .request_limits import accepts_uploads, check_gate, policy_for
 from .services import ingest, projects
 
 
@@ -84,13 +89,25 @@ def project_status(request, slug):
     })
 
 
+def _may_upload(request, slug):
+    selectors.project_for(request.user, slug, Role.MANAGER)  # 404 for anyone else, before the body is read
+
+
+def _upload_request_bytes() -> int:
+    return settings.MAX_UPLOAD_BYTES + 1024 * 1024  # the files plus the form's other fields
+
+
+@accepts_uploads(_upload_request_bytes, _may_upload)
 @login_required
 @require_POST
 def clip_upload(request, slug):
     project = selectors.project_for(request.user, slug, Role.MANAGER)
     form = UploadForm(request.POST, request.FILES)
+    refused = getattr(request, "upload_refused", [])
+    for line in refused:
+        messages.error(request, line)
     if not form.is_valid():
-        for error in form.errors.get("files", ["Choose at least one video file."]):
+        for error in [] if refused else form.errors.get("files", ["Choose at least one video file."]):
             messages.error(request, error)
         return redirect("annotations:project-detail", slug=project.slug)
     files = form.cleaned_data["files"]
@@ -118,3 +135,17 @@ def clip_thumbnail(request, clip_id):
     if not clip.thumbnail:
         raise Http404("No thumbnail yet")
     return serve_media(request, clip.thumbnail.name)
+
+
+@csrf_exempt  # nginx's auth subrequest repeats the upload's method without its body or token; it changes nothing
+@never_cache
+def upload_gate(request):
+    """For nginx's auth_request: may this session send a body to X-Original-URI? 204 yes, 401 not logged in,
+    403 otherwise (no upload route there, no role in the project)."""
+    path = unquote(urlsplit(request.headers.get("X-Original-URI", "")).path)
+    policy, kwargs = policy_for(path)
+    if policy is None:
+        return HttpResponse(status=403)
+    if not request.user.is_authenticated:
+        return HttpResponse(status=401)
+    return HttpResponse(status=204 if check_gate(request, policy, kwargs) is None else 403)

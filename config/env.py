@@ -5,6 +5,7 @@ variable, never fall back silently to a default (e.g. DJANGO_DEBUG=ture must not
 """
 
 import os
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -59,6 +60,31 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def read_secret_file(name: str) -> str:
+    """The secret in the file named by the environment variable `name` (docker secrets)."""
+    path = os.environ[name]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name} cannot be read ({path}): {exc.strerror}") from None
+    if not value:
+        raise ImproperlyConfigured(f"{name}={path!r} is empty")
+    return value
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` in its userinfo, unless it has one already (or there is none to add)."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def secret_key(data_dir_key: str | os.PathLike | None = None) -> str:

@@ -5,15 +5,23 @@ data directory, AFFECTLOOP_DATA_DIR. DATABASE_URL and CELERY_BROKER_URL switch t
 Redis/RabbitMQ. The README lists every variable.
 """
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_list, env_str, secret_key
+from .env import env_bool, env_float, env_int, env_list, env_str, read_secret_file, secret_key, with_password
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AFFECTLOOP_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+if not DATA_DIR.exists():
+    # Private from the start: it holds the SQLite database (sessions, password hashes) and the secret key.
+    DATA_DIR.mkdir(parents=True, mode=0o700)
+    DATA_DIR.chmod(0o700)  # mkdir's mode is filtered by the umask, which may be looser
+elif DATA_DIR.stat().st_uid == os.getuid() and DATA_DIR.stat().st_mode & 0o077:
+    DATA_DIR.chmod(0o700)  # one made by an older release, open to other local users
 
 SECRET_KEY = secret_key(DATA_DIR / "secret_key")
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -32,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "django_celery_results",
+    "axes",
     "annotations",
 ]
 
@@ -42,8 +51,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before any view middleware (CSRF parses POST bodies): refuses oversized or unauthorised bodies unread.
+    "annotations.request_limits.RequestBodyLimitMiddleware",
+    "annotations.accounts.PasswordChangeRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -87,20 +100,19 @@ def _database(url: str) -> dict:
     return db
 
 
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affectloop.sqlite3'}"
-DATABASES = {"default": _database(DATABASE_URL)}
+# Lower case: not a setting, so the raw URL (and any password in it) never reaches the debug page.
+database_url = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affectloop.sqlite3'}"
+DATABASES = {"default": _database(database_url)}
+del database_url
 # Docker secrets: the password in a file, so it is neither in the URL nor in `docker inspect`.
 if env_str("DATABASE_PASSWORD_FILE"):
-    try:
-        DATABASES["default"]["PASSWORD"] = Path(env_str("DATABASE_PASSWORD_FILE")).read_text().strip()
-    except OSError as exc:
-        raise ImproperlyConfigured(f"DATABASE_PASSWORD_FILE cannot be read: {exc.strerror}") from None
+    DATABASES["default"]["PASSWORD"] = read_secret_file("DATABASE_PASSWORD_FILE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 MIGRATION_MODULES = {"annotations": "migrations"}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -121,6 +133,9 @@ MEDIA_ROOT = Path(env_str("AFFECTLOOP_MEDIA_ROOT", str(DATA_DIR / "media")))
 # Model files (base models, adapters, checkpoints): registry and config paths are relative to it. Only the
 # processes that load models (GPU and training workers, `register_model`, `check_models`) need the files.
 MODEL_DIR = Path(env_str("AFFECTLOOP_MODEL_DIR", str(DATA_DIR / "models")))
+# Off: every model must be a folder in MODEL_DIR. On: a reference that is not there may be a hub id, which
+# the workers download (and run) from the Hugging Face Hub.
+ALLOW_HUB_MODELS = env_bool("AFFECTLOOP_ALLOW_HUB_MODELS", False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -135,8 +150,17 @@ MAX_UPLOAD_BYTES = env_int("AFFECTLOOP_MAX_UPLOAD_MB", 500, minimum=1) * 1024 * 
 MAX_CLIP_SECONDS = env_float("AFFECTLOOP_MAX_CLIP_SECONDS", 600.0, minimum=0.1)
 MAX_CLIP_WIDTH = env_int("AFFECTLOOP_MAX_CLIP_WIDTH", 3840, minimum=16)
 MAX_CLIP_HEIGHT = env_int("AFFECTLOOP_MAX_CLIP_HEIGHT", 2160, minimum=16)
+# Every other request body: login forms, autosaves, the admin. nginx holds the same number (platform/nginx.conf).
+MAX_REQUEST_BYTES = env_int("AFFECTLOOP_MAX_REQUEST_MB", 2, minimum=1) * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "annotations.request_limits.LimitedUploadHandler",  # first: stops a file over the cap before it is written
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o640
+# ffprobe and ffmpeg run under this address-space limit (a crafted file cannot take the host's memory).
+MEDIA_TOOL_MEMORY_MB = env_int("AFFECTLOOP_MEDIA_TOOL_MEMORY_MB", 1024, minimum=512)  # ffprobe needs ~300 MB for 4K
 DATA_UPLOAD_MAX_NUMBER_FILES = 20  # per request: each file is probed and hashed inside it; use import_clips for bulk
 
 # --- security -------------------------------------------------------------------------------------
@@ -151,9 +175,45 @@ if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env_int("AFFECTLOOP_HSTS_SECONDS", 31536000)
     SECURE_SSL_REDIRECT = env_bool("AFFECTLOOP_SSL_REDIRECT", False)
+# The debug page masks passwords inside URL-valued settings (the broker URL, cache locations).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.security.SafeReporterFilter"
+
+# Login throttling (django-axes): failures counted per username and client address, in the shared cache
+# (Redis, AFFECTLOOP_CACHE_URL) or, in the embedded default, the database that every process shares.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("AFFECTLOOP_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AFFECTLOOP_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+AXES_VERBOSE = False
+# How many proxies append to X-Forwarded-For in front of the app (compose: nginx = 1). 0: REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env_int("AFFECTLOOP_TRUSTED_PROXY_COUNT", 0)
+
+# --- cache ----------------------------------------------------------------------------------------
+# Shared by every process: login throttling must count failures across gunicorn workers. A folder in the
+# data dir for the embedded default (one host); Redis in production.
+redis_password = read_secret_file("REDIS_PASSWORD_FILE") if env_str("REDIS_PASSWORD_FILE") else ""
+cache_url = env_str("AFFECTLOOP_CACHE_URL", "") or ""
+if cache_url.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": with_password(cache_url, redis_password)}}
+    AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+elif cache_url:
+    raise ImproperlyConfigured("AFFECTLOOP_CACHE_URL must be a redis:// or rediss:// URL (or unset)")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": str(DATA_DIR / "cache")}}
+    # A file cache cannot count atomically across processes; the database can.
+    AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+del cache_url
 
 # --- celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_URL = with_password(CELERY_BROKER_URL, redis_password)
+del redis_password
 BROKER_DIR = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Kombu's filesystem transport: producer and consumer must share one folder, and it must exist.

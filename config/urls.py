@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from annotations import views as annotation_views
+from annotations import accounts, views as annotation_views
 
 admin.site.site_header = "Affectloop administration"
 admin.site.site_title = "Affectloop"
@@ -12,5 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", accounts.PasswordChangeView.as_view(), name="password-change"),
+    # nginx's auth_request asks this before it accepts an upload body (platform/nginx.conf).
+    path("_auth/upload", annotation_views.upload_gate, name="upload-gate"),
     path("", include("annotations.urls")),
 ]

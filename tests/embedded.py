@@ -202,6 +202,32 @@ def _make_venv(venv: Path, make_args: list[str], env: dict[str, str], log_path: 
                     f"--- last 80 lines of {log_path} ---\n{log_tail(log_path)}", pytrace=False)
 
 
+def first_login(url: str, user: str, password: str) -> str:
+    """Bootstrap's printed password works once: the first login lands on the change form, and nothing else
+    opens until a new password is set. Returns the new one."""
+    import re
+
+    import requests
+
+    session = requests.Session()
+    login_url = f"{url}/accounts/login/"
+    session.get(login_url, timeout=10)
+    response = session.post(login_url, timeout=10, headers={"Referer": login_url}, data={
+        "username": user, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    if not response.url.endswith("/accounts/password/"):
+        pytest.fail(f"the first login did not ask for a new password (landed on {response.url})", pytrace=False)
+    elsewhere = session.get(f"{url}/", timeout=10, allow_redirects=False)
+    if elsewhere.status_code != 302 or not elsewhere.headers["Location"].endswith("/accounts/password/"):
+        pytest.fail(f"before the change, / answered {elsewhere.status_code} instead of the change form", pytrace=False)
+    new = secrets.token_urlsafe(18)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.text).group(1)
+    changed = session.post(f"{url}/accounts/password/", timeout=10, headers={"Referer": response.url}, data={
+        "old_password": password, "new_password1": new, "new_password2": new, "csrfmiddlewaretoken": token})
+    if "Password changed." not in changed.text:
+        pytest.fail(f"changing the first password failed:\n{changed.text[:2000]}", pytrace=False)
+    return new
+
+
 @pytest.fixture(scope="session")
 def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
     venv_bin = Path(sys.executable).parent
@@ -232,6 +258,7 @@ def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
         except (OSError, ValueError) as exc:
             pytest.fail(f"no admin login in {data_dir / 'admin-password.txt'}: {exc}\n{log_tail(log_path)}",
                         pytrace=False)
+        password = first_login(url, user, password)
         yield EmbeddedPlatform(url=url, data_dir=data_dir, admin_user=user, admin_password=password,
                                log_path=log_path, env=env)
     finally:

@@ -99,3 +99,59 @@ def test_database_password_file(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "s3cret", result.stderr[-500:]
     missing = load_settings(tmp_path, **{**env, "DATABASE_PASSWORD_FILE": str(tmp_path / "nope")})
     assert missing.returncode != 0 and "DATABASE_PASSWORD_FILE cannot be read" in missing.stderr
+
+
+def run_code(tmp_path, code: str, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "AFFECTLOOP_", "REDIS_"))
+            and k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    base.update({"DJANGO_SETTINGS_MODULE": "config.settings", "AFFECTLOOP_DATA_DIR": str(tmp_path),
+                 "DJANGO_SECRET_KEY": GOOD_KEY, **env})
+    return subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=base,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_data_directory_is_private(tmp_path):
+    fresh = tmp_path / "new" / "data"
+    assert run_code(fresh, "", ).returncode == 0
+    assert (fresh.stat().st_mode & 0o777) == 0o700
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    assert run_code(old, "").returncode == 0
+    assert (old.stat().st_mode & 0o777) == 0o700  # an older release's world-readable folder is tightened
+
+
+def test_the_redis_password_comes_from_a_file_into_broker_and_cache(tmp_path):
+    (tmp_path / "redis_pw").write_text("p@ss/word\n")
+    code = ("from django.conf import settings as s; print(s.CELERY_BROKER_URL); "
+            "print(s.CACHES['default']['LOCATION']); print(s.AXES_HANDLER)")
+    result = run_code(tmp_path, code, CELERY_BROKER_URL="redis://redis:6379/0",
+                      AFFECTLOOP_CACHE_URL="redis://redis:6379/1", REDIS_PASSWORD_FILE=str(tmp_path / "redis_pw"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["redis://:p%40ss%2Fword@redis:6379/0", "redis://:p%40ss%2Fword@redis:6379/1",
+                                     "axes.handlers.cache.AxesCacheHandler"]
+    embedded = run_code(tmp_path, "from django.conf import settings as s; print(s.AXES_HANDLER)")
+    assert embedded.stdout.strip() == "axes.handlers.database.AxesDatabaseHandler"  # no shared cache: the DB
+    bad = run_code(tmp_path, "", AFFECTLOOP_CACHE_URL="memcached://x")
+    assert bad.returncode != 0 and "AFFECTLOOP_CACHE_URL" in bad.stderr
+
+
+def test_the_debug_page_shows_no_credentials(tmp_path):
+    """The debug page listed DATABASE_URL and CELERY_BROKER_URL with their passwords."""
+    code = """
+import sys
+from django.conf import settings as s
+from django.test import RequestFactory
+from django.views.debug import technical_500_response
+assert not hasattr(s, "DATABASE_URL"), "the raw database URL is a setting"
+request = RequestFactory().get("/", HTTP_X_PROBE="postgres://app:envpass@db/x")
+try:
+    raise RuntimeError("boom")
+except RuntimeError:
+    page = technical_500_response(request, *sys.exc_info()).content.decode()
+print("dbpass" in page, "brokerpass" in page, "envpass" in page, "boom" in page)
+"""
+    result = run_code(tmp_path, code, DJANGO_DEBUG="true", DATABASE_URL="postgres://app:dbpass@db:5432/x",
+                      CELERY_BROKER_URL="redis://:brokerpass@redis:6379/0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "False", "False", "True"]

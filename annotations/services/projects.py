@@ -39,6 +39,25 @@ def _grant_admin(user) -> None:
     user.groups.add(managers_group())
 
 
+def revoke_admin_if_unused(user, *, actor=None) -> bool:
+    """Take back the managers group, and staff status where nothing else grants it, from a user who no longer
+    manages any project. Superusers keep theirs. Returns whether anything was revoked."""
+    if Membership.objects.filter(user=user, role=Role.MANAGER).exists():
+        return False
+    group = managers_group()
+    had_group = user.groups.filter(pk=group.pk).exists()
+    user.groups.remove(group)
+    drop_staff = (user.is_staff and not user.is_superuser and had_group and not user.groups.exists()
+                  and not user.user_permissions.exists())
+    if drop_staff:
+        user.is_staff = False
+        user.save(update_fields=["is_staff"])
+    if had_group or drop_staff:
+        audit.record("account.admin_revoked", user, actor=actor,
+                     changes={"user": user.get_username(), "staff_revoked": drop_staff})
+    return had_group or drop_staff
+
+
 def create_project(*, name: str, creator, description: str = "") -> Project:
     """Create a project; its creator becomes its first manager."""
     name = name.strip()
@@ -75,6 +94,8 @@ def set_membership(*, project: Project, user, role: str, actor=None, trusted: bo
             project=project, user=user, defaults={"role": role, "trusted": trusted})
         if role == Role.MANAGER:
             _grant_admin(user)
+        else:
+            revoke_admin_if_unused(user, actor=actor)
         audit.record("membership.set", membership, actor=actor, project=project,
                      changes={"user": user.get_username(), "role": role, "trusted": trusted, "created": created})
     return membership
@@ -86,6 +107,7 @@ def remove_membership(*, project: Project, user, actor=None) -> None:
         if deleted:
             audit.record("membership.removed", project, actor=actor, project=project,
                          changes={"user": user.get_username()})
+            revoke_admin_if_unused(user, actor=actor)
 
 
 def update_config(project: Project, raw, *, actor=None) -> Project:

@@ -107,3 +107,45 @@ def test_manager_uploads_a_clip_and_sees_it_ready(embedded_platform, page, tmp_p
     page.screenshot(path=str(shot), full_page=True)
     shutil.copyfile(shot, SCREENSHOT_COPY)
     assert dialogs == []
+
+
+def test_a_given_password_is_replaced_at_first_login_and_guessing_locks_out(embedded_platform, page, tmp_path):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    name, given = f"new{uuid.uuid4().hex[:6]}", "given-by-the-admin-1"
+    created = platform.manage("shell", "-c", (
+        "from django.contrib.auth import get_user_model; from annotations.accounts import require_password_change; "
+        f"u = get_user_model().objects.create_user({name!r}, password={given!r}); require_password_change(u)"))
+    assert created.returncode == 0, created.stderr
+
+    page.goto(f"{platform.url}/accounts/login/")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(given)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Change password")).to_be_visible()
+    expect(page.locator(".notice")).to_contain_text("Choose your own to continue")
+    page.goto(f"{platform.url}/")  # nothing else opens first
+    expect(page.get_by_role("heading", name="Change password")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "password.png"), full_page=True)
+    shutil.copyfile(tmp_path / "password.png", Path("/tmp/affectloop-password-change.png"))
+    page.get_by_label("Old password").fill(given)
+    page.get_by_label("New password", exact=True).fill("my own long passphrase")
+    page.get_by_label("New password confirmation").fill("my own long passphrase")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    expect(page.locator(".messages")).to_contain_text("Password changed.")
+
+    page.get_by_role("button", name=re.compile("Log out")).click()
+    for _ in range(6):
+        page.goto(f"{platform.url}/accounts/login/")
+        page.get_by_label("Username").fill(name)
+        page.get_by_label("Password").fill("not my password")
+        page.get_by_role("button", name="Log in").click()
+    page.goto(f"{platform.url}/accounts/login/")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill("my own long passphrase")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Too many failed logins")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "locked.png"), full_page=True)
+    shutil.copyfile(tmp_path / "locked.png", Path("/tmp/affectloop-locked-out.png"))

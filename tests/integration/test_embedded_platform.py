@@ -109,6 +109,18 @@ def test_upload_is_processed_by_the_worker_and_plays_back(embedded_platform, tmp
     assert media.headers["Content-Range"] == f"bytes 0-99/{size}"
     assert media.headers["Content-Type"] == "video/mp4"
     assert media.content == video.read_bytes()[:100]
+    assert media.headers["Cache-Control"] == "private, no-store"
+
+
+def test_other_local_users_can_read_nothing_in_the_data_directory(embedded_platform):
+    """The review read the admin's session and the password hashes as another local user."""
+    platform = embedded_platform
+    assert (platform.data_dir.stat().st_mode & 0o777) == 0o700
+    readable = [str(p.relative_to(platform.data_dir)) for p in platform.data_dir.rglob("*")
+                if p.stat().st_mode & 0o007 and not p.is_symlink() and p.name != "platform.log"]  # the test's own log
+    assert readable == [], f"readable by other users: {readable[:20]}"
+    database = platform.data_dir / "affectloop.sqlite3"
+    assert database.exists() and (database.stat().st_mode & 0o077) == 0
 
 
 def test_import_clips_command_feeds_the_running_worker(embedded_platform, tmp_path):

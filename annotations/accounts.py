@@ -1,0 +1,62 @@
+"""Account security: a password someone else chose must be replaced at the next login."""
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.signals import user_logged_in
+from django.db import transaction
+from django.dispatch import receiver
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from .models import AccountFlags
+from .services import audit
+
+SESSION_KEY = "affectloop_must_change_password"
+
+
+def require_password_change(user, *, actor=None) -> None:
+    with transaction.atomic():
+        AccountFlags.objects.update_or_create(user=user, defaults={"must_change_password": True})
+        audit.record("account.password_change_required", user, actor=actor)
+
+
+@receiver(user_logged_in, dispatch_uid="affectloop-password-change-required")
+def _flag_session(sender, request, user, **kwargs):
+    if request is not None and AccountFlags.objects.filter(user=user, must_change_password=True).exists():
+        request.session[SESSION_KEY] = True
+
+
+class PasswordChangeRequiredMiddleware:
+    """While the session's user must change their password, every page but the change form and logout
+    redirects there (static files are served before Django)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.user.is_authenticated and request.session.get(SESSION_KEY):
+            allowed = {reverse("password-change"), reverse("logout"), reverse("healthz")}
+            if request.path_info not in allowed:
+                return redirect("password-change")
+        return self.get_response(request)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "registration/password_change.html"
+
+    def get_success_url(self):
+        return reverse("annotations:project-list")
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            AccountFlags.objects.filter(user=self.request.user).update(must_change_password=False)
+            audit.record("account.password_changed", self.request.user, actor=self.request.user)
+        self.request.session.pop(SESSION_KEY, None)
+        messages.success(self.request, "Password changed.")
+        return response
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["forced"] = bool(self.request.session.get(SESSION_KEY))
+        return context
