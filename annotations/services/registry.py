@@ -13,6 +13,9 @@ backend is a database rule.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import stat
 from pathlib import Path
 
 from django.conf import settings
@@ -24,6 +27,8 @@ from ..project_config import HUB_ID, ConfigError, project_config
 from . import audit
 
 BACKENDS = ("internvl", "affectgpt")
+MAX_MODEL_FILES = 20_000  # a model folder with more entries than this is refused rather than walked
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ValueError):
@@ -34,19 +39,58 @@ def models_dir() -> Path:
     return Path(settings.MODEL_DIR)
 
 
+def _inside(real: Path, root: Path) -> bool:
+    return real == root or root in real.parents
+
+
+def _check_entry(path: Path, root: Path, ref: str) -> Path:
+    """`path` after symlinks: inside the model directory and a regular file or folder. Devices, FIFOs and
+    sockets are refused (reading /dev/zero would never end)."""
+    real = path.resolve()
+    if not _inside(real, root):
+        raise RegistryError(f"model {ref!r} leaves the model directory (symbolic link)")
+    mode = os.stat(real).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise RegistryError(f"model {ref!r} contains something that is not a regular file")
+    return real
+
+
+def _check_tree(folder: Path, root: Path, ref: str) -> None:
+    """Every entry under a model folder, as the loaders will open it, stays inside the model directory."""
+    seen = 0
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            seen += 1
+            if seen > MAX_MODEL_FILES:
+                raise RegistryError(f"model {ref!r} has more than {MAX_MODEL_FILES} files")
+            entry = Path(current) / name
+            if entry.is_symlink() or name in files:
+                _check_entry(entry, root, ref)
+                if entry.is_symlink() and entry.is_dir():
+                    _check_tree(entry.resolve(), root, ref)  # os.walk does not follow it
+
+
 def resolve(ref: str) -> str:
     """A stored model reference → what the loaders take: an absolute path inside the model directory (after
-    symlinks), or a hub id. A reference that is neither is reported as exactly that."""
+    symlinks, every file in it included), or a hub id where the operator allows hub models. Errors name the
+    reference only, never a server path or an OS error: managers see them."""
     if not ref or ref.startswith("/") or ".." in Path(ref).parts:
         raise RegistryError(f"model reference {ref!r} must be relative to the model directory")
     root = models_dir().resolve()
     path = root / ref
-    if path.exists():
-        real = path.resolve()
-        if real != root and root not in real.parents:
-            raise RegistryError(f"model {ref!r} leaves the model directory (symbolic link)")
-        return str(real)
+    try:
+        if os.path.lexists(path):
+            real = _check_entry(path, root, ref)
+            if real.is_dir():
+                _check_tree(real, root, ref)
+            return str(real)
+    except OSError as exc:
+        log.warning("model %r: %s", ref, exc)
+        raise RegistryError(f"model {ref!r} cannot be read on this worker (see its log)") from None
     if HUB_ID.match(ref):
+        if not settings.ALLOW_HUB_MODELS:
+            raise RegistryError(f"model {ref!r} is not in the model directory, and this server does not load "
+                                f"models from the hub (AFFECTLOOP_ALLOW_HUB_MODELS)")
         return ref
     raise RegistryError(f"model folder {ref!r} is not in the model directory (AFFECTLOOP_MODEL_DIR) of this "
                         f"process")
@@ -95,7 +139,8 @@ def identify(backend: str, *, model: str, adapter: str | None = None, checkpoint
         raise RegistryError(f"{backend} model {model!r}: the weights are missing (no adapter or checkpoint file)"
                             ) from None
     except OSError as exc:
-        raise RegistryError(f"{backend} model {model!r} cannot be read: {exc.strerror}") from None
+        log.warning("%s model %r: %s", backend, model, exc)
+        raise RegistryError(f"{backend} model {model!r} cannot be read on this worker (see its log)") from None
     return fields
 
 
