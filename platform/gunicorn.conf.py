@@ -33,6 +33,11 @@ errorlog = "-"
 loglevel = os.environ.get("AFFECTLOOP_LOG_LEVEL", "info").lower()
 access_log_format = '%({x-forwarded-for}i)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 
-# Only nginx can reach this port (docker-compose.yml publishes nginx, never web), so its
-# X-Forwarded-* headers are trusted whatever its address on the compose network.
-forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "*")
+# Whose X-Forwarded-* headers gunicorn trusts: loopback unless told. docker-compose.yml sets the subnet
+# of the network that only nginx and web share; "*" would let any container on a shared network claim
+# https.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# No gunicornc control socket (gunicorn 25.1+): nothing here uses it, and the container's root is
+# read-only. Older versions ignore the unknown name.
+control_socket_disable = True
