@@ -1,12 +1,15 @@
 """Account security: a password someone else chose must be replaced at the next login."""
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import PasswordChangeForm
 from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
 from django.dispatch import receiver
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.http import HttpResponse
+from django.urls import Resolver404, resolve, reverse
 
 from .models import AccountFlags
 from .services import audit
@@ -33,16 +36,33 @@ class PasswordChangeRequiredMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
+    ALLOWED = {"password-change", "logout", "healthz"}
+
     def __call__(self, request):
         if request.user.is_authenticated and request.session.get(SESSION_KEY):
-            allowed = {reverse("password-change"), reverse("logout"), reverse("healthz")}
-            if request.path_info not in allowed:
+            try:
+                name = resolve(request.path_info).url_name  # path_info: no SCRIPT_NAME prefix, unlike reverse()
+            except Resolver404:
+                name = None
+            if name == "upload-gate":
+                return HttpResponse(status=403)  # nginx's auth subrequest: no upload until the password is new
+            if name not in self.ALLOWED:
                 return redirect("password-change")
         return self.get_response(request)
 
 
+class NewPasswordForm(PasswordChangeForm):
+    def clean(self):
+        cleaned = super().clean()
+        new = cleaned.get("new_password1")
+        if new and self.user.check_password(new):
+            self.add_error("new_password1", forms.ValidationError("Choose a password different from the current one."))
+        return cleaned
+
+
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "registration/password_change.html"
+    form_class = NewPasswordForm
 
     def get_success_url(self):
         return reverse("annotations:project-list")

@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.db import transaction
 from django.db.models import Q
 
 from . import accounts, selectors
@@ -17,17 +19,40 @@ from .services import projects as project_services, registry, vocabulary
 
 
 class UsernameField(forms.ModelChoiceField):
-    """A user typed by exact username: managers add members without being shown a list of every account."""
+    """A user typed by exact username: managers add members without being shown a list of every account.
+    One message for "no such user" and "not one you may pick", so the field tells nothing more."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, queryset, **kwargs):
         kwargs.setdefault("widget", forms.TextInput(attrs={"autocomplete": "off"}))
         kwargs.setdefault("help_text", "Exact username")
-        super().__init__(queryset=get_user_model().objects.all(), to_field_name="username", **kwargs)
+        kwargs.setdefault("error_messages", {"invalid_choice": "No user by that name that you can choose here."})
+        super().__init__(queryset=queryset, to_field_name="username", **kwargs)
 
     def prepare_value(self, value):
         if isinstance(value, int):  # a saved row's initial value is the user's id
             return self.queryset.filter(pk=value).values_list("username", flat=True).first() or value
         return super().prepare_value(value)
+
+
+def co_members(user):
+    """The users a non-superuser may see: themselves and the members of the projects they manage."""
+    managed = selectors.managed_projects(user)
+    return get_user_model().objects.filter(Q(pk=user.pk) | Q(memberships__project__in=managed)).distinct()
+
+
+def addable_members(user):
+    """Whom a manager may add to a project: any active ordinary account (that is how annotators are recruited),
+    but never a superuser, nor another project's staff (their pages would then open to this manager)."""
+    managed = selectors.managed_projects(user)
+    return (get_user_model().objects.filter(is_active=True, is_superuser=False)
+            .filter(Q(is_staff=False) | Q(memberships__project__in=managed)).distinct())
+
+
+def _user_field(request, db_field):
+    if db_field.model is Membership:
+        return UsernameField(addable_members(request.user), label="User")
+    return UsernameField(co_members(request.user), label=db_field.verbose_name.capitalize(),
+                         required=not db_field.blank)
 
 
 class ProjectScopedAdmin(AuditedAdmin):
@@ -48,7 +73,7 @@ class ProjectScopedAdmin(AuditedAdmin):
         # Every choice of a project-owned object is limited to the manager's projects, not only Project
         # itself: otherwise a run could be pointed at another project's snapshot.
         if db_field.related_model is get_user_model() and not request.user.is_superuser:
-            return UsernameField(label=db_field.verbose_name.capitalize(), required=not db_field.blank)
+            return _user_field(request, db_field)
         path = _PROJECT_PATHS.get(db_field.related_model)
         if path is not None and not request.user.is_superuser:
             managed = self._managed(request)
@@ -78,7 +103,7 @@ class MembershipInline(admin.TabularInline):
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user" and not request.user.is_superuser:
-            return UsernameField(label="User")
+            return _user_field(request, db_field)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
@@ -94,7 +119,10 @@ class ProjectForm(forms.ModelForm):
     def clean_config(self):
         raw = self.cleaned_data.get("config")
         try:
-            parse(raw)
+            if self.instance.pk:
+                project_services.check_config_change(self.instance, raw)  # frozen keys included
+            else:
+                parse(raw)
         except ConfigError as exc:
             raise forms.ValidationError(exc.errors) from None
         return raw
@@ -125,10 +153,8 @@ class ProjectAdmin(ProjectScopedAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             project_services.project_created(obj, actor=request.user)
-        try:
-            project_services.update_config(obj, config, actor=request.user)
-        except ConfigError as exc:
-            messages.error(request, f"Configuration not saved: {exc}")
+        # Validated in the form: a failure here (a snapshot made meanwhile) rolls the whole save back.
+        project_services.update_config(obj, config, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not Membership:
@@ -172,9 +198,10 @@ class MembershipAdmin(ProjectScopedAdmin):
         return ["user"] if request.user.is_superuser else []
 
     def save_model(self, request, obj, form, change):
-        project_services.set_membership(project=form.cleaned_data["project"], user=form.cleaned_data["user"],
-                                        role=form.cleaned_data["role"], trusted=form.cleaned_data["trusted"],
-                                        actor=request.user)
+        saved = project_services.set_membership(project=form.cleaned_data["project"], user=form.cleaned_data["user"],
+                                                role=form.cleaned_data["role"], trusted=form.cleaned_data["trusted"],
+                                                actor=request.user)
+        obj.pk = saved.pk  # the admin's log (and audit event) name the row the service wrote
 
     def delete_model(self, request, obj):
         project_services.remove_membership(project=obj.project, user=obj.user, actor=request.user)
@@ -401,10 +428,7 @@ class ScopedUserAdmin(AuditedAdmin, UserAdmin):
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
-        if request.user.is_superuser:
-            return qs
-        managed = selectors.managed_projects(request.user)
-        return qs.filter(Q(pk=request.user.pk) | Q(memberships__project__in=managed)).distinct()
+        return qs if request.user.is_superuser else qs.filter(pk__in=co_members(request.user).values("pk"))
 
     def get_list_filter(self, request):
         return super().get_list_filter(request) if request.user.is_superuser else ("is_active",)
@@ -414,3 +438,12 @@ class ScopedUserAdmin(AuditedAdmin, UserAdmin):
         if not change:
             # The admin chose this password: its owner replaces it at the first login.
             accounts.require_password_change(obj, actor=request.user)
+
+    def user_change_password(self, request, id, form_url=""):
+        with transaction.atomic():  # the password and its audit event land together (the admin's view is not atomic)
+            return super().user_change_password(request, id, form_url)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if isinstance(form, AdminPasswordChangeForm) and form.user != request.user:
+            accounts.require_password_change(form.user, actor=request.user)  # a password set for someone else
+        return super().construct_change_message(request, form, formsets, add)

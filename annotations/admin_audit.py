@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from django.contrib import admin
-from django.db import models
+from django.db import models, transaction
 
 from .services import audit
 
@@ -100,13 +100,18 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
     def response_action(self, request, queryset):
+        # The changelist is not atomic: the action's changes and their audit event commit together here.
         action = request.POST.get("action", "")
         selected = request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)
-        response = super().response_action(request, queryset)
-        if action and action != "delete_selected" and selected:  # deletions are logged one by one above
-            audit.record("admin.action", self.model, actor=request.user,
-                         changes={"model": self.model._meta.label_lower, "action": action,
-                                  "selected": selected[:1000]})
+        select_across = request.POST.get("select_across") == "1"
+        with transaction.atomic():
+            response = super().response_action(request, queryset)
+            # Only an action that exists and had rows to act on ran; deletions are logged row by row above.
+            ran = action in self.get_actions(request) and (selected or select_across)
+            if ran and action != "delete_selected":
+                audit.record("admin.action", self.model, actor=request.user,
+                             changes={"model": self.model._meta.label_lower, "action": action,
+                                      "selected": selected[:1000], "all_matching": select_across})
         return response
 
 

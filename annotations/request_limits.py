@@ -4,7 +4,8 @@ routes decide who may send a body before a byte of it is read.
 Django's CSRF middleware parses a POST body before any view runs, and the file upload handlers spool it to
 disk, so a size check in the view comes too late. Here the decision is made on the headers: the middleware
 answers 413 from Content-Length, and an upload route's gate (login and project role) runs first. The upload
-handler keeps a running total as a second line, for bodies that arrive without an honest Content-Length.
+handler checks Content-Length again and keeps a running total per file, dropping a file over the cap as its
+chunks arrive, before anything writes them to disk.
 nginx asks the same gate through /_auth/upload before it accepts an upload body (platform/nginx.conf).
 """
 
@@ -73,7 +74,6 @@ def human_size(n: int) -> str:
 def _too_large(limit: int) -> HttpResponse:
     response = HttpResponse(f"Request body too large (limit {human_size(limit)})", status=413,
                             content_type="text/plain")
-    response["Connection"] = "close"  # so the server does not read the rest of the body to reuse the connection
     return response
 
 
@@ -105,7 +105,6 @@ class RequestBodyLimitMiddleware:
             if policy is not None:
                 refused = check_gate(request, policy, kwargs)
                 if refused is not None:
-                    refused["Connection"] = "close"
                     return refused
                 limit = policy.max_bytes
         if length > limit:
@@ -122,8 +121,8 @@ class LimitedUploadHandler(FileUploadHandler):
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         self.request.upload_refused = []
         limit = getattr(self.request, "body_limit", settings.MAX_REQUEST_BYTES)
+        # Behind RequestBodyLimitMiddleware this cannot be true; it holds where the middleware is missing.
         self.body_too_large = content_length > limit
-        self.request_total = 0
 
     def new_file(self, *args, **kwargs):
         super().new_file(*args, **kwargs)

@@ -143,6 +143,9 @@ def upload_gate(request):
     """For nginx's auth_request: may this session send a body to X-Original-URI? 204 yes, 401 not logged in,
     403 otherwise (no upload route there, no role in the project)."""
     path = unquote(urlsplit(request.headers.get("X-Original-URI", "")).path)
+    prefix = request.META.get("SCRIPT_NAME", "").rstrip("/")
+    if prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix):]  # the original URI carries the mount prefix; the URLconf does not
     policy, kwargs = policy_for(path)
     if policy is None:
         return HttpResponse(status=403)

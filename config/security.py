@@ -5,8 +5,11 @@ import re
 from django.conf import settings
 from django.views.debug import SafeExceptionReporterFilter
 
-# scheme://user:password@host → the password part. Redis URLs often have an empty user (redis://:pw@host).
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<password>[^/@\s]+)(?P<tail>@)", re.I)
+# scheme://user:password@host → the password part, up to the last "@" (a raw password may hold "/" or "@";
+# masking a little too much is fine). Redis URLs often have an empty user (redis://:pw@host).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<password>\S+)(?P<tail>@)", re.I)
+# ...?password=... in a URL's query (psycopg and redis accept it there).
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)(?P<password>[^&\s]+)", re.I)
 
 
 class SafeReporterFilter(SafeExceptionReporterFilter):
@@ -17,6 +20,7 @@ class SafeReporterFilter(SafeExceptionReporterFilter):
         value = super().cleanse_setting(key, value)
         if type(value) is str:  # not lazy strings (translations), which re.sub cannot take
             value = _URL_PASSWORD.sub(lambda m: m["head"] + self.cleansed_substitute + m["tail"], value)
+            value = _QUERY_PASSWORD.sub(lambda m: m["head"] + self.cleansed_substitute, value)
         return value
 
 

@@ -21,7 +21,10 @@ if not DATA_DIR.exists():
     DATA_DIR.mkdir(parents=True, mode=0o700)
     DATA_DIR.chmod(0o700)  # mkdir's mode is filtered by the umask, which may be looser
 elif DATA_DIR.stat().st_uid == os.getuid() and DATA_DIR.stat().st_mode & 0o077:
-    DATA_DIR.chmod(0o700)  # one made by an older release, open to other local users
+    try:
+        DATA_DIR.chmod(0o700)  # one made by an older release, open to other local users
+    except OSError:
+        pass  # a read-only root (the compose images make /data 0700 themselves)
 
 SECRET_KEY = secret_key(DATA_DIR / "secret_key")
 DEBUG = env_bool("DJANGO_DEBUG", False)

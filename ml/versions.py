@@ -10,10 +10,12 @@ need pre-labeling from the database. The backends build their `model_version` wi
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from .prompts import AFFECTGPT_PROMPT_VERSION, INTERNVL_PROMPT_VERSION
@@ -32,7 +34,12 @@ def file_sha256(path: str | Path) -> str:
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    # Checked on the open descriptor, not the name: a FIFO or device swapped in after a check would block
+    # the read (or never end); O_NOFOLLOW refuses a symlink put in the resolved path's place.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

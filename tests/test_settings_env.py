@@ -144,14 +144,15 @@ from django.conf import settings as s
 from django.test import RequestFactory
 from django.views.debug import technical_500_response
 assert not hasattr(s, "DATABASE_URL"), "the raw database URL is a setting"
-request = RequestFactory().get("/", HTTP_X_PROBE="postgres://app:envpass@db/x")
+request = RequestFactory().get("/", HTTP_X_PROBE="postgres://app:env/p@ss@db/x",
+                               HTTP_X_QUERY="postgres://db/x?sslmode=require&password=querypass")
 try:
     raise RuntimeError("boom")
 except RuntimeError:
     page = technical_500_response(request, *sys.exc_info()).content.decode()
-print("dbpass" in page, "brokerpass" in page, "envpass" in page, "boom" in page)
+print("dbpass" in page, "brokerpass" in page, "env/p" in page, "querypass" in page, "boom" in page)
 """
     result = run_code(tmp_path, code, DJANGO_DEBUG="true", DATABASE_URL="postgres://app:dbpass@db:5432/x",
                       CELERY_BROKER_URL="redis://:brokerpass@redis:6379/0")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["False", "False", "False", "True"]
+    assert result.stdout.split() == ["False", "False", "False", "False", "True"]

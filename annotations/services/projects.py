@@ -44,9 +44,10 @@ def revoke_admin_if_unused(user, *, actor=None) -> bool:
     manages any project. Superusers keep theirs. Returns whether anything was revoked."""
     if Membership.objects.filter(user=user, role=Role.MANAGER).exists():
         return False
-    group = managers_group()
-    had_group = user.groups.filter(pk=group.pk).exists()
-    user.groups.remove(group)
+    group = Group.objects.filter(name=MANAGERS_GROUP).first()
+    had_group = group is not None and user.groups.filter(pk=group.pk).exists()
+    if had_group:
+        user.groups.remove(group)
     drop_staff = (user.is_staff and not user.is_superuser and had_group and not user.groups.exists()
                   and not user.user_permissions.exists())
     if drop_staff:
@@ -110,20 +111,26 @@ def remove_membership(*, project: Project, user, actor=None) -> None:
             revoke_admin_if_unused(user, actor=actor)
 
 
-def update_config(project: Project, raw, *, actor=None) -> Project:
-    """Validate and save a project's configuration, audited with its diff. Split ratios and the group key
-    are frozen once a snapshot exists (they decide which clips were held out). A change to pre-labeling
-    clears the errors it may have caused and queues the clips again."""
+def check_config_change(project: Project, raw) -> tuple[object, dict]:
+    """Parse `raw` and refuse changes to frozen keys; returns (parsed config, diff from the saved one)."""
     new = parse(raw)  # ConfigError names every wrong key
-    old_raw = project.config or {}
-    changes = diff(old_raw, raw)
-    if not changes:
-        return project
-    if project.snapshots.exists():
+    changes = diff(project.config or {}, raw)
+    if changes and project.snapshots.exists():
         frozen = [path for path in changes
                   if path.startswith(("config.training.split", "config.training.group_key"))]
         if frozen:
             raise ConfigError([f"{path} is frozen: the project already has dataset snapshots" for path in frozen])
+    return new, changes
+
+
+def update_config(project: Project, raw, *, actor=None) -> Project:
+    """Validate and save a project's configuration, audited with its diff. Split ratios and the group key
+    are frozen once a snapshot exists (they decide which clips were held out). A change to pre-labeling
+    clears the errors it may have caused and queues the clips again."""
+    old_raw = project.config or {}
+    new, changes = check_config_change(project, raw)
+    if not changes:
+        return project
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
         locked.config = raw

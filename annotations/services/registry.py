@@ -46,7 +46,7 @@ def _inside(real: Path, root: Path) -> bool:
 def _check_entry(path: Path, root: Path, ref: str) -> Path:
     """`path` after symlinks: inside the model directory and a regular file or folder. Devices, FIFOs and
     sockets are refused (reading /dev/zero would never end)."""
-    real = path.resolve()
+    real = path.resolve(strict=True)  # RuntimeError on a symlink loop, OSError on a dangling link
     if not _inside(real, root):
         raise RegistryError(f"model {ref!r} leaves the model directory (symbolic link)")
     mode = os.stat(real).st_mode
@@ -56,18 +56,19 @@ def _check_entry(path: Path, root: Path, ref: str) -> Path:
 
 
 def _check_tree(folder: Path, root: Path, ref: str) -> None:
-    """Every entry under a model folder, as the loaders will open it, stays inside the model directory."""
-    seen = 0
-    for current, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            seen += 1
-            if seen > MAX_MODEL_FILES:
-                raise RegistryError(f"model {ref!r} has more than {MAX_MODEL_FILES} files")
-            entry = Path(current) / name
-            if entry.is_symlink() or name in files:
-                _check_entry(entry, root, ref)
-                if entry.is_symlink() and entry.is_dir():
-                    _check_tree(entry.resolve(), root, ref)  # os.walk does not follow it
+    """Every entry under a model folder, as the loaders will open it (links followed), stays inside the model
+    directory and is a regular file or folder. Each real folder is walked once, so links back up end."""
+    seen, visited, pending = 0, {folder}, [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                seen += 1
+                if seen > MAX_MODEL_FILES:
+                    raise RegistryError(f"model {ref!r} has more than {MAX_MODEL_FILES} files")
+                real = _check_entry(Path(entry.path), root, ref)
+                if real.is_dir() and real not in visited:
+                    visited.add(real)
+                    pending.append(real)
 
 
 def resolve(ref: str) -> str:
@@ -84,7 +85,7 @@ def resolve(ref: str) -> str:
             if real.is_dir():
                 _check_tree(real, root, ref)
             return str(real)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         log.warning("model %r: %s", ref, exc)
         raise RegistryError(f"model {ref!r} cannot be read on this worker (see its log)") from None
     if HUB_ID.match(ref):
@@ -112,9 +113,10 @@ def identify(backend: str, *, model: str, adapter: str | None = None, checkpoint
     from ml.versions import adapter_weights, identify_affectgpt, identify_internvl
 
     base = resolve(model)
-    fields = {"base_model": model, "base_fingerprint": _fingerprint(base), "adapter_path": "", "adapter_sha256": "",
+    fields = {"base_model": model, "base_fingerprint": "", "adapter_path": "", "adapter_sha256": "",
               "checkpoint_path": "", "checkpoint_sha256": ""}
     try:
+        fields["base_fingerprint"] = _fingerprint(base)
         if backend == "internvl":
             if checkpoint:
                 raise RegistryError("an InternVL model has no checkpoint (use an adapter)")

@@ -145,15 +145,19 @@ def test_a_manager_sees_only_co_members(client, project, manager, other_project,
     assert {r["text"] for r in auto.json()["results"]} == {"maria", "alice"}
 
 
-def test_a_manager_adds_a_member_by_exact_username(client, project, manager, other_project):
+def test_a_manager_adds_a_member_by_exact_username(client, project, manager, other_project, django_user_model):
     client.force_login(manager)
     url = reverse("admin:annotations_membership_add")
     assert 'name="user"' in client.get(url).content.decode()
     response = client.post(url, {"project": project.pk, "user": "sam", "role": "annotator"})
     assert response.status_code == 302
     assert Membership.objects.filter(project=project, user__username="sam").exists()
-    wrong = client.post(url, {"project": project.pk, "user": "nobody-like-this", "role": "annotator"})
-    assert wrong.status_code == 200 and "Select a valid choice" in wrong.content.decode()
+    # No such user and a user a manager may not pick (a superuser) get the same answer: nothing to tell apart.
+    django_user_model.objects.create_superuser("root", password="pw-root-12345")
+    for name in ("nobody-like-this", "root"):
+        wrong = client.post(url, {"project": project.pk, "user": name, "role": "annotator"})
+        assert wrong.status_code == 200 and "No user by that name that you can choose here." in wrong.content.decode()
+    assert not Membership.objects.filter(user__username="root").exists()
 
 
 def test_losing_the_last_manager_role_takes_back_admin_access(project, manager, django_user_model):
@@ -173,3 +177,55 @@ def test_a_superuser_keeps_staff_when_demoted(project, django_user_model):
     set_membership(project=project, user=root, role=Role.ANNOTATOR)
     root.refresh_from_db()
     assert root.is_staff and root.is_superuser
+
+
+def test_the_new_password_must_differ_from_the_given_one(client, manager):
+    client.force_login(manager)
+    response = client.post(reverse("password-change"), {"old_password": "pw-maria-123",
+                                                        "new_password1": "pw-maria-123", "new_password2": "pw-maria-123"})
+    assert "Choose a password different from the current one." in response.content.decode()
+
+
+def test_a_password_a_superuser_sets_for_someone_else_must_be_replaced(client, manager, django_user_model):
+    root = django_user_model.objects.create_superuser("root", password="pw-root-12345")
+    client.force_login(root)
+    response = client.post(reverse("admin:auth_user_password_change", args=[manager.pk]),
+                           {"password1": "reset by the admin", "password2": "reset by the admin",
+                            "usable_password": "true"})
+    assert response.status_code == 302
+    assert AccountFlags.objects.get(user=manager).must_change_password
+
+
+@pytest.mark.django_db(transaction=True)  # the real WSGI handler closes the connection after each request
+def test_the_forced_change_works_under_a_url_prefix(client, manager, settings):
+    """Behind a mount prefix (SCRIPT_NAME), reverse() carries it and path_info does not: no redirect loop."""
+    from annotations.accounts import require_password_change
+
+    import io
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    require_password_change(manager)
+    login(client, "maria", "pw-maria-123")
+    # nginx's auth subrequest for a session that must change its password: refused, not redirected (→ 500)
+    assert client.post(reverse("upload-gate"), HTTP_X_ORIGINAL_URI="/p/x/upload/").status_code == 403
+    cookies = "; ".join(f"{k}={v.value}" for k, v in client.cookies.items())
+
+    def get(path):  # Django's real WSGI handler sets the script prefix; the test client does not
+        out = {}
+        environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/affectloop", "PATH_INFO": path, "QUERY_STRING": "",
+                   "SERVER_NAME": "localhost", "SERVER_PORT": "80", "HTTP_HOST": "localhost", "HTTP_COOKIE": cookies,
+                   "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
+        body = b"".join(WSGIHandler()(environ, lambda status, headers: out.update(status=status,
+                                                                                 headers=dict(headers))))
+        return int(out["status"].split()[0]), out["headers"], body.decode()
+
+    from django.urls import set_script_prefix
+
+    try:
+        status, _, body = get("/accounts/password/")
+        assert status == 200 and "Change password" in body
+        status, headers, _ = get("/")
+        assert status == 302 and headers["Location"] == "/affectloop/accounts/password/"
+    finally:
+        set_script_prefix("/")  # the handler set it for this thread

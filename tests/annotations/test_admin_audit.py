@@ -89,6 +89,30 @@ def test_bulk_deletes_and_actions_are_recorded(client, project, manager):
     assert action.changes["action"] == "rerun_prelabel" and action.changes["selected"] == [str(clip.pk)]
 
 
+def test_only_actions_that_ran_are_recorded_and_rows_carry_their_ids(client, project, manager, outsider):
+    client.force_login(manager)
+    client.post(reverse("admin:annotations_clip_changelist"), {"action": "no_such_action",
+                                                               "_selected_action": ["999"]})
+    assert events("admin.action") == []
+    client.post(reverse("admin:annotations_membership_add"), {"project": project.pk, "user": "oscar",
+                                                              "role": "annotator"})
+    added = events("admin.added")[-1]
+    assert added.object_id == str(Membership.objects.get(project=project, user=outsider).pk)
+
+
+def test_a_config_change_the_project_refuses_is_a_form_error_not_an_audited_change(client, project, manager):
+    from annotations.models import DatasetSnapshot
+
+    DatasetSnapshot.objects.create(project=project, name="v1", content_hash="0" * 64)
+    client.force_login(manager)
+    response = client.post(reverse("admin:annotations_project_change", args=[project.pk]), {
+        "name": project.name, "slug": project.slug, "description": "",
+        "config": '{"training": {"split": {"train": 0.5, "val": 0.25, "test": 0.25}}}',
+        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"})
+    assert response.status_code == 200 and "is frozen" in response.content.decode()
+    assert events("admin.changed") == [] and events("project.config_changed") == []
+
+
 def test_user_changes_by_a_superuser_are_recorded_without_secrets(client, manager, django_user_model):
     root = django_user_model.objects.create_superuser("root", password="pw-root-12345")
     client.force_login(root)

@@ -115,3 +115,25 @@ def test_clips_waiting_for_a_bad_model_get_a_safe_error(model_dir, project, sett
     clip.refresh_from_db()
     assert clip.prelabel_error and "leaves the model directory" in clip.prelabel_error
     assert_safe(clip.prelabel_error, model_dir, "/etc")
+
+
+def test_symlink_loops_end_with_a_safe_error(model_dir):
+    (model_dir / "base" / "self").symlink_to(".")  # a link back up: walked once, not forever
+    assert resolve("base") == str((model_dir / "base").resolve())
+    (model_dir / "a").symlink_to(model_dir / "b")
+    (model_dir / "b").symlink_to(model_dir / "a")
+    with pytest.raises(RegistryError, match="cannot be read on this worker") as err:
+        resolve("a")
+    assert_safe(str(err.value), model_dir)
+    (model_dir / "base" / "loop").symlink_to(model_dir / "a")
+    with pytest.raises(RegistryError) as err:
+        resolve("base")
+    assert_safe(str(err.value), model_dir)
+
+
+def test_a_fifo_swapped_in_after_the_check_is_not_read(tmp_path):
+    from ml.versions import file_sha256
+
+    os.mkfifo(tmp_path / "weights.safetensors")
+    with pytest.raises(OSError, match="not a regular file"):
+        within(5, file_sha256, tmp_path / "weights.safetensors")

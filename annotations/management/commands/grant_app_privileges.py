@@ -50,6 +50,8 @@ class Command(BaseCommand):
             # ALL includes UPDATE, DELETE and TRUNCATE; PUBLIC too, as every role holds what PUBLIC holds.
             sql.SQL("REVOKE ALL ON TABLE {} FROM {}, PUBLIC").format(audit, app),
             sql.SQL("GRANT SELECT, INSERT ON TABLE {} TO {}").format(audit, app),
+            # The migration record is the owner's: the app only reads it (Django checks it at start-up).
+            sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLE django_migrations FROM {}").format(app),
             sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(schema, app),
             sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, app),
             # For the current (owner) role: tables from later migrations. The audit table is not narrowed by
