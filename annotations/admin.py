@@ -11,7 +11,7 @@ from django.db.models import Q
 from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
-    AccountFlags, Annotation, AuditEvent, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AnnotationRevision, AuditEvent, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
     Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
@@ -285,8 +285,57 @@ class ReviewAdmin(ProjectScopedAdmin):
 @admin.register(ClipLease)
 class ClipLeaseAdmin(ProjectScopedAdmin):
     project_path = "clip__project"
-    list_display = ["clip", "user", "acquired_at", "expires_at"]
+    list_display = ["clip", "user", "kind", "acquired_at", "expires_at"]
+    list_filter = ["kind"]
     raw_id_fields = ["clip", "user"]
+    actions = ["release"]
+
+    def has_add_permission(self, request):
+        return False  # claims come from the queue (services.queue)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Release (the clip goes back to the queue)", permissions=["delete"])
+    def release(self, request, queryset):
+        from .services import queue
+
+        n = queue.release_leases(Clip.objects.filter(pk__in=queryset.values("clip")), actor=request.user)
+        self.message_user(request, f"Released {n} lease{'s' if n != 1 else ''}.")
+
+
+@admin.register(ClipSkip)
+class ClipSkipAdmin(ProjectScopedAdmin):
+    """Why annotators passed on clips: data for managers."""
+
+    project_path = "clip__project"
+    list_display = ["clip", "user", "reason", "created_at"]
+    search_fields = ["reason", "clip__name", "user__username"]
+    raw_id_fields = ["clip", "user"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AnnotationRevision)
+class AnnotationRevisionAdmin(ProjectScopedAdmin):
+    """Append-only: every submitted version as it was submitted."""
+
+    project_path = "annotation__clip__project"
+    list_display = ["annotation", "version", "created_at"]
+    raw_id_fields = ["annotation"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(EmotionTerm)

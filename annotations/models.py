@@ -129,6 +129,8 @@ class Clip(models.Model):
             models.CheckConstraint(condition=~Q(status="ready") | Q(duration__isnull=False),
                                    name="clip_ready_has_duration"),
         ]
+        # The queue's order, priority DESC NULLS LAST then id, has its index in migration 0008: SQLite
+        # accepts no NULLS LAST in an index (its DESC already puts NULLs last), PostgreSQL needs it.
         indexes = [models.Index(fields=["project", "status", "label_state"])]
 
     def __str__(self):
@@ -271,17 +273,61 @@ class Review(models.Model):
 
 
 class ClipLease(models.Model):
-    """Who is working on a clip right now. One row per clip: two annotators never hold the same clip."""
+    """A claim on a clip: who works on it right now, and for what. A clip is held for annotation by at most
+    `overlap - submitted` people at once (services.queue decides), never twice by one person; review leases
+    are counted apart and never block annotators. An expired lease is as good as none."""
 
-    clip = models.OneToOneField(Clip, on_delete=models.CASCADE, related_name="lease")
+    class Kind(models.TextChoices):
+        ANNOTATE = "annotate", "Annotate"
+        REVIEW = "review", "Review"
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="leases")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ANNOTATE)
     acquired_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["clip", "user", "kind"], name="lease_unique_per_clip_user_kind"),
+            models.CheckConstraint(condition=Q(kind__in=["annotate", "review"]), name="lease_kind_valid"),
             models.CheckConstraint(condition=Q(expires_at__gt=models.F("acquired_at")), name="lease_expires_after_start"),
         ]
+        indexes = [models.Index(fields=["clip", "kind", "expires_at"], name="lease_clip_kind_expiry"),
+                   models.Index(fields=["user", "kind", "expires_at"], name="lease_user_kind_expiry")]
+
+    def __str__(self):
+        return f"{self.user} {self.kind}s clip {self.clip_id} until {self.expires_at:%H:%M}"
+
+
+class ClipSkip(models.Model):
+    """An annotator passed on a clip, and why: it is not offered to them again, and managers read the reasons."""
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="skips")
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "user"], name="skip_unique_per_clip_user"),
+            models.CheckConstraint(condition=~Q(reason=""), name="skip_needs_reason"),
+        ]
+
+
+class AnnotationRevision(models.Model):
+    """Append-only history: every submitted version of an annotation, as submitted. Drafts are not kept here
+    (a draft holds only its latest state); reviews are their own rows."""
+
+    annotation = models.ForeignKey("Annotation", on_delete=models.CASCADE, related_name="revisions")
+    version = models.PositiveIntegerField()
+    labels = models.JSONField(default=list)
+    lead_time = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["annotation", "version"]
+        constraints = [models.UniqueConstraint(fields=["annotation", "version"], name="revision_unique_version")]
 
 
 class EmotionTerm(models.Model):

@@ -62,6 +62,18 @@ def verified_labels(project: Project, clips: QuerySet[Clip] | None = None) -> di
     return out
 
 
+def clip_split(clip: Clip, config=None) -> str:
+    """train, val or test: the one split rule (ml.splits) on the clip's group value or its sha256."""
+    from ml.splits import split_of
+
+    from .project_config import project_config
+
+    training = (config or project_config(clip.project)).training
+    group = training.group_key and (clip.metadata or {}).get(training.group_key)
+    ratios = training.split
+    return split_of(str(group) if group not in (None, "") else clip.sha256, ratios.train, ratios.val, ratios.test)
+
+
 def projects_for(user) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
@@ -147,3 +159,46 @@ def prelabel_progress(project: Project) -> dict:
         "errors": list(ready.exclude(prelabel_error="").order_by("-updated_at")
                        .values("id", "name", "prelabel_error")[:5]),
     }
+
+
+# --- the clip page ----------------------------------------------------------------------------------------
+def model_suggestions(clip: Clip, vocabulary=None) -> dict:
+    """What the models said about a clip, for its page: the fused labels as chips (each with the backends
+    that proposed it, their scores and model versions, and the term's family), and each backend's own
+    answer, with empty or flagged answers marked as such rather than shown as labels."""
+    from .models import Prediction
+
+    latest: dict[str, Prediction] = {}
+    for row in Prediction.objects.filter(clip=clip).order_by("-created_at", "-id"):
+        latest.setdefault(row.backend, row)
+    versions = {b: p.model_version for b, p in latest.items()}
+
+    def family(term):
+        return (vocabulary.family(term) if vocabulary is not None else None) or "unassigned"
+
+    fused = latest.get("fused")
+    chips = []
+    for lab in (fused.labels if fused else []):
+        if not isinstance(lab, dict) or not lab.get("term"):
+            continue
+        support = [{"backend": s.get("backend"), "score": s.get("score"),
+                    "model_version": versions.get(s.get("backend"), "")} for s in lab.get("support") or []]
+        chips.append({"term": lab["term"], "score": lab.get("score"), "family": family(lab["term"]),
+                      "support": support})
+    backends = []
+    for name, row in sorted(latest.items()):
+        if name == "fused":
+            continue
+        labels = [{"term": lab["term"], "score": lab.get("score"), "family": family(lab["term"])}
+                  for lab in row.labels if isinstance(lab, dict) and lab.get("term")]
+        backends.append({"backend": name, "model_version": row.model_version, "labels": labels,
+                         "flags": list(row.flags or []), "empty": not labels})
+    return {"chips": chips, "backends": backends, "fused_version": fused.model_version if fused else ""}
+
+
+def rejection(annotation) -> Review | None:
+    """The review that sent this draft back to its author, if the last verdict on it was a reject."""
+    if annotation is None:
+        return None
+    last = annotation.reviews.order_by("-created_at", "-id").first()
+    return last if last is not None and last.decision == Review.Decision.REJECT else None

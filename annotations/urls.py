@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, work_views as work
 
 app_name = "annotations"
 
@@ -10,6 +10,18 @@ urlpatterns = [
     path("p/<slug:slug>/", views.project_detail, name="project-detail"),
     path("p/<slug:slug>/status.json", views.project_status, name="project-status"),
     path("p/<slug:slug>/upload/", views.clip_upload, name="clip-upload"),
+    path("p/<slug:slug>/work/", work.work, name="work"),
+    path("p/<slug:slug>/next/", work.next_clip, name="next-clip"),
+    path("p/<slug:slug>/next/annotate", work.next_annotate, name="next-annotate"),
+    path("p/<slug:slug>/vocabulary.json", work.vocabulary_complete, name="vocabulary"),
+    path("p/<slug:slug>/vocabulary/propose", work.vocabulary_propose, name="vocabulary-propose"),
+    path("clips/<int:clip_id>/", work.clip_annotate, name="clip-annotate"),
+    path("clips/<int:clip_id>/draft", work.clip_draft, name="clip-draft"),
+    path("clips/<int:clip_id>/submit", work.clip_submit, name="clip-submit"),
+    path("clips/<int:clip_id>/heartbeat", work.clip_heartbeat, name="clip-heartbeat"),
+    path("clips/<int:clip_id>/skip", work.clip_skip, name="clip-skip"),
+    path("clips/<int:clip_id>/review", work.clip_review, name="clip-review"),
+    path("clips/<int:clip_id>/history", work.clip_history, name="clip-history"),
     path("clips/<int:clip_id>/media", views.clip_media, name="clip-media"),
     path("clips/<int:clip_id>/thumbnail", views.clip_thumbnail, name="clip-thumbnail"),
 ]

@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_celery_results",
     "axes",
+    "django_htmx",
+    "csp",
     "annotations",
 ]
 
@@ -59,6 +61,8 @@ MIDDLEWARE = [
     "annotations.accounts.PasswordChangeRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -178,6 +182,22 @@ if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env_int("AFFECTLOOP_HSTS_SECONDS", 31536000)
     SECURE_SSL_REDIRECT = env_bool("AFFECTLOOP_SSL_REDIRECT", False)
+# Scripts only from our own static files: no inline script, no eval, no CDN. Media answers keep their own
+# stricter "sandbox" policy (django-csp leaves a header that is already set).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],  # style attributes (the admin's); never script
+        "img-src": ["'self'", "data:"],
+        "media-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 # The debug page masks passwords inside URL-valued settings (the broker URL, cache locations).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.security.SafeReporterFilter"
 

@@ -70,6 +70,8 @@ class Checked:
     probe: media.ProbeResult | None = None
     sha256: str = ""
     transcript: str = ""
+    # A time-coded sidecar's cues, [[start, end, text], ...]: the clip page highlights and seeks by them.
+    segments: list = field(default_factory=list)
     error: str = ""
 
 
@@ -214,6 +216,9 @@ def validate_file(cand: Candidate) -> Checked:
             if sidecar is not None and sidecar.is_symlink():
                 raise media.MediaRejected(f"transcript {sidecar.name} is a symbolic link")
             checked.transcript = media.read_transcript_file(sidecar) if sidecar else ""
+            if sidecar is not None and sidecar.suffix.lower() in (".srt", ".vtt"):
+                checked.segments = [[round(s.start, 3), round(s.end, 3), s.text]
+                                    for s in media.read_transcript_segments(sidecar)]
     except media.MediaRejected as exc:
         checked.error = str(exc)
     return checked
@@ -283,7 +288,8 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
                 sha256=checked.sha256, size_bytes=probe.size_bytes, container=probe.container,
                 duration=probe.duration, fps=probe.fps, width=probe.width, height=probe.height,
                 video_codec=probe.video_codec[:32], audio_codec=probe.audio_codec[:32], has_audio=probe.has_audio,
-                transcript=checked.transcript, language=cand.language, metadata=cand.metadata,
+                transcript=checked.transcript, language=cand.language,
+                metadata={**cand.metadata, **({"transcript_segments": checked.segments} if checked.segments else {})},
             )
             if cand.labels:
                 _import_labels(clip, cand.labels, verified=labels_verified)

@@ -15,7 +15,8 @@ MANAGERS_GROUP = "Project managers"
 # What a project manager may do in the Django admin; the admin itself limits rows to their projects.
 _MANAGER_PERMS = {
     "view": ["project", "membership", "clip", "prediction", "annotation", "review", "cliplease", "emotionterm",
-             "modelversion", "trainingrun", "datasetsnapshot", "snapshotitem", "export", "auditevent"],
+             "modelversion", "trainingrun", "datasetsnapshot", "snapshotitem", "export", "auditevent", "clipskip",
+             "annotationrevision"],
     "change": ["project", "membership", "clip", "emotionterm", "modelversion", "trainingrun", "datasetsnapshot"],
     "add": ["membership", "emotionterm"],
     "delete": ["membership", "emotionterm", "cliplease"],

@@ -28,6 +28,12 @@ def review(annotation: Annotation, *, reviewer, decision: str, reason: str = "",
         verdict = Review.objects.create(annotation=annotation, reviewer=reviewer, decision=decision, reason=reason,
                                         fixed_labels=fixed_labels if decision == Review.Decision.FIX else None,
                                         annotation_version=annotation.version, automatic=automatic)
+        if decision == Review.Decision.REJECT:
+            # Back to its author as a draft, one version on: their next claim brings it up first, with the
+            # reason at the top of the clip page.
+            Annotation.objects.filter(pk=annotation.pk).update(status=Annotation.Status.DRAFT,
+                                                               version=annotation.version + 1, submitted_at=None)
+            annotation.refresh_from_db()
         refresh_label_state(annotation.clip)
         audit.record("review.recorded", verdict, actor=reviewer, project=annotation.clip.project,
                      changes={"annotation": annotation.pk, "decision": decision, "automatic": automatic,

@@ -127,3 +127,35 @@ def vocabulary_changed(project: Project, row: EmotionTerm, *, actor=None,
         audit.record(action, row, actor=actor, project=project, changes={"term": row.term, "kind": row.kind,
                                                                          "family": row.family})
         _bump(project)
+
+
+def complete(project: Project, text: str, limit: int = 12) -> list[dict]:
+    """Autocomplete over every surface form of the project's vocabulary: a synonym or word form finds its
+    canonical term, and each entry names the term's family. Best matches first: the exact word, then words
+    that start with the text, then words that contain it."""
+    query = normalise(text or "")
+    if not query:
+        return []
+    ranked = []
+    for form, term in project_vocabulary(project).surface_forms():
+        key = normalise(form)
+        if key == query:
+            rank = 0
+        elif key.startswith(query):
+            rank = 1 if form == term.term else 2
+        elif f" {query}" in f" {key}" or query in key:
+            rank = 3
+        else:
+            continue
+        kind = "term" if form == term.term else ("word_form" if form in term.word_forms else "synonym")
+        ranked.append((rank, len(key), form, {"word": form, "term": term.term, "family": term.family,
+                                                "valence": term.valence, "kind": kind}))
+    ranked.sort(key=lambda r: r[:3])
+    out, seen = [], set()
+    for *_, entry in ranked:
+        if (entry["word"], entry["term"]) not in seen:
+            seen.add((entry["word"], entry["term"]))
+            out.append(entry)
+        if len(out) >= limit:
+            break
+    return out

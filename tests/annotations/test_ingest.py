@@ -48,6 +48,10 @@ def test_folder_import_stores_validated_clips_and_processes_them(clip_folder):
         assert clip.has_audio is True and len(clip.sha256) == 64
         assert clip.thumbnail and (Path(settings.MEDIA_ROOT) / clip.thumbnail.name).stat().st_size > 0
         assert clip.transcript  # from the sidecar .srt
+        # ...with its time codes, which the clip page highlights and seeks by
+        segments = clip.metadata["transcript_segments"]
+        assert segments and all(0 <= start < end for start, end, _ in segments)
+        assert " ".join(text for *_, text in segments) == " ".join(clip.transcript.split("\n"))
     assert AuditEvent.objects.filter(action="clip.imported").count() == 4
 
 

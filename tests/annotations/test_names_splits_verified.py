@@ -119,9 +119,11 @@ def test_a_trusted_annotators_submit_is_accepted_automatically_once_the_overlap_
     clip.refresh_from_db()
     assert clip.label_state == "verified" and clip.verified_at is not None
     assert selectors.verified_labels(project) == {clip.pk: ["calm"]}
-    # A later reject un-verifies it, and the state follows.
+    # A later reject un-verifies it, and the state follows: the rejected annotation is its author's draft again.
     reviews.review(first, reviewer=manager, decision="reject", reason="not calm: tense")
     clip.refresh_from_db()
-    assert clip.label_state == "submitted" and clip.verified_at is None
+    first.refresh_from_db()
+    assert first.status == "draft" and first.version == 2
+    assert clip.label_state == "in_progress" and clip.verified_at is None
     with pytest.raises(reviews.ReviewError):
         reviews.review(first, reviewer=manager, decision="reject", reason=" ")

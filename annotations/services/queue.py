@@ -1,0 +1,235 @@
+"""The work queue: who gets which clip next, and the leases that hold a claim while someone works.
+
+A clip is offered for annotation while fewer than `overlap` people have submitted it or hold it: at most
+`overlap - submitted` annotate leases are live at once, never two for one person. Review leases are
+counted apart (one reviewer per clip at a time) and never block annotators. Leases expire unless the clip
+page's heartbeat renews them; an expired lease counts as none.
+
+Concurrency: every lease is written while holding the clip's row lock. On PostgreSQL the candidates are
+locked with FOR UPDATE SKIP LOCKED, so concurrent claims pass over each other's clips instead of waiting, and
+the count is taken again after the lock (a statement started before another claim committed does not see
+its lease). On SQLite the transaction takes the write lock at BEGIN (IMMEDIATE), which serialises claims.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .. import selectors
+from ..models import Annotation, Clip, ClipLease, ClipSkip, Project, Review
+from ..project_config import project_config
+from . import audit
+
+ANNOTATE, REVIEW = ClipLease.Kind.ANNOTATE, ClipLease.Kind.REVIEW
+CANDIDATES = 16  # clips examined per claim attempt: enough to pass over those other claims hold locked
+MAX_SKIP_REASON = 500
+
+
+class QueueError(ValueError):
+    """Safe to show to the user."""
+
+
+def lease_length(project: Project) -> timedelta:
+    return timedelta(minutes=project_config(project).annotation.lease_minutes)
+
+
+def live(leases: QuerySet[ClipLease]) -> QuerySet[ClipLease]:
+    return leases.filter(expires_at__gt=timezone.now())
+
+
+def _count(qs, field="clip"):
+    return Coalesce(Subquery(qs.values(field).annotate(n=Count("*")).values("n")[:1],
+                             output_field=IntegerField()), Value(0))
+
+
+def _submitted():
+    return _count(Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.SUBMITTED))
+
+
+def _held_by_others(user, kind):
+    return _count(live(ClipLease.objects.filter(clip=OuterRef("pk"), kind=kind)).exclude(user=user))
+
+
+def held(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
+    """The user's live lease of this kind in the project, if any (a reload resumes it)."""
+    return (live(ClipLease.objects.filter(user=user, kind=kind, clip__project=project))
+            .select_related("clip").order_by("-acquired_at").first())
+
+
+def annotate_candidates(user, project: Project) -> QuerySet[Clip]:
+    """Clips this user may take for annotation, in queue order (priority DESC NULLS LAST, then id)."""
+    overlap = project_config(project).annotation.overlap
+    mine = Annotation.objects.filter(clip=OuterRef("pk"), annotator=user)
+    return (selectors.needs_humans(project.clips.filter(status=Clip.Status.READY))
+            .exclude(Exists(mine.filter(status=Annotation.Status.SUBMITTED)))
+            .exclude(Exists(ClipSkip.objects.filter(clip=OuterRef("pk"), user=user)))
+            .annotate(n_submitted=_submitted(), n_held=_held_by_others(user, ANNOTATE))
+            .filter(n_submitted__lt=overlap - F("n_held"))
+            .order_by(F("priority").desc(nulls_last=True), "id"))
+
+
+def review_candidates(user, project: Project) -> QuerySet[Clip]:
+    """Clips whose submissions are all in and one of them waits for a verdict on its current version, not
+    the reviewer's own, and that no other reviewer holds."""
+    unjudged = (Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.SUBMITTED)
+                .exclude(annotator=user)
+                .exclude(Exists(Review.objects.filter(annotation=OuterRef("pk"),
+                                                      annotation_version=OuterRef("version")))))
+    return (project.clips.filter(status=Clip.Status.READY, label_state=Clip.LabelState.SUBMITTED)
+            .filter(Exists(unjudged))
+            .annotate(n_held=_held_by_others(user, REVIEW)).filter(n_held=0)
+            .order_by(F("priority").desc(nulls_last=True), "id"))
+
+
+def _still_open(clip: Clip, user, kind: str) -> bool:
+    """Re-check one clip under its row lock, in a fresh statement: the authoritative count."""
+    if kind == REVIEW:
+        return review_candidates(user, clip.project).filter(pk=clip.pk).exists()
+    return annotate_candidates(user, clip.project).filter(pk=clip.pk).exists()
+
+
+def _lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
+    if connection.features.has_select_for_update_skip_locked:
+        return clips.select_for_update(skip_locked=True, of=("self",))
+    return clips  # SQLite: the IMMEDIATE transaction already holds the database's write lock
+
+
+def _take(clip: Clip, user, kind: str) -> ClipLease:
+    now = timezone.now()
+    lease, _ = ClipLease.objects.update_or_create(
+        clip=clip, user=user, kind=kind,
+        defaults={"acquired_at": now, "expires_at": now + lease_length(clip.project)})
+    lease.clip = clip
+    return lease
+
+
+def next_clip(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
+    """Claim the next clip (or resume the one already held). None when the queue has nothing for this user."""
+    if kind not in (ANNOTATE, REVIEW):
+        raise QueueError(f"unknown queue {kind!r}")
+    with transaction.atomic():
+        current = held(user, project, kind)
+        if current is not None:
+            return renew(current)
+        candidates = annotate_candidates(user, project) if kind == ANNOTATE else review_candidates(user, project)
+        if kind == ANNOTATE:
+            # Work this user started and put down (an expired lease, a rejected submit) comes first.
+            own = candidates.filter(annotations__annotator=user, annotations__status=Annotation.Status.DRAFT)
+            for clip in _lock(own.select_related("project"))[:CANDIDATES]:
+                if _still_open(clip, user, kind):
+                    return _take(clip, user, kind)
+        for clip in _lock(candidates.select_related("project"))[:CANDIDATES]:
+            if _still_open(clip, user, kind):
+                return _take(clip, user, kind)
+    return None
+
+
+def claim(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
+    """Claim a given clip (opening it from "my recent clips" or a link), if the queue rules allow it."""
+    with transaction.atomic():
+        current = live(ClipLease.objects.filter(user=user, clip=clip, kind=kind)).first()
+        if current is not None:
+            return renew(current)
+        locked = _lock(Clip.objects.filter(pk=clip.pk)).select_related("project").first()
+        if locked is None or not _still_open(locked, user, kind):
+            raise QueueError("This clip is not open to you right now: others hold it, or it is done.")
+        return _take(locked, user, kind)
+
+
+def renew(lease: ClipLease) -> ClipLease:
+    """The heartbeat: push the expiry out again. An expired lease is renewed only if nobody took its place."""
+    now = timezone.now()
+    expires = now + lease_length(lease.clip.project)
+    updated = ClipLease.objects.filter(pk=lease.pk).update(expires_at=expires)
+    if not updated:
+        raise QueueError("This lease was released; open the clip again.")
+    lease.expires_at = expires
+    return lease
+
+
+def heartbeat(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
+    lease = ClipLease.objects.filter(user=user, clip=clip, kind=kind).select_related("clip__project").first()
+    if lease is None:
+        raise QueueError("You no longer hold this clip: a manager released it.")
+    if lease.expires_at <= timezone.now():
+        # Expired while the tab slept: take it again if the rules still allow it.
+        lease.delete()
+        return claim(user, clip, kind)
+    return renew(lease)
+
+
+def release(user, clip: Clip, kind: str = ANNOTATE) -> None:
+    ClipLease.objects.filter(user=user, clip=clip, kind=kind).delete()
+
+
+def release_leases(clips: QuerySet[Clip], *, actor) -> int:
+    """Managers: free every lease on these clips (someone left for lunch with the tab open)."""
+    with transaction.atomic():
+        leases = list(ClipLease.objects.filter(clip__in=clips).select_related("clip__project", "user"))
+        for lease in leases:
+            audit.record("lease.released", lease.clip, actor=actor, project=lease.clip.project,
+                         changes={"user": lease.user.get_username(), "kind": lease.kind})
+        ClipLease.objects.filter(pk__in=[x.pk for x in leases]).delete()
+    return len(leases)
+
+
+def reassign(lease: ClipLease, to_user, *, actor) -> ClipLease:
+    """Managers: move a claim (and its draft) to another member."""
+    project = lease.clip.project
+    if not selectors.has_role(to_user, project):
+        raise QueueError(f"{to_user.get_username()} is not a member of {project.name}")
+    with transaction.atomic():
+        if ClipLease.objects.filter(clip=lease.clip, user=to_user, kind=lease.kind).exists():
+            raise QueueError(f"{to_user.get_username()} already holds this clip")
+        if lease.kind == ANNOTATE and Annotation.objects.filter(clip=lease.clip, annotator=to_user).exists():
+            raise QueueError(f"{to_user.get_username()} has already annotated this clip")
+        previous = lease.user
+        Annotation.objects.filter(clip=lease.clip, annotator=previous, status=Annotation.Status.DRAFT).update(
+            annotator=to_user)
+        ClipLease.objects.filter(pk=lease.pk).update(user=to_user, expires_at=timezone.now() + lease_length(project))
+        audit.record("lease.reassigned", lease.clip, actor=actor, project=project,
+                     changes={"from": previous.get_username(), "to": to_user.get_username(), "kind": lease.kind})
+    lease.refresh_from_db()
+    return lease
+
+
+def skip(user, clip: Clip, reason: str) -> ClipSkip:
+    """Pass on a clip, with the reason (data for managers). It is not offered to this user again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise QueueError("Say why you skip this clip.")
+    if len(reason) > MAX_SKIP_REASON:
+        raise QueueError(f"Keep the reason under {MAX_SKIP_REASON} characters.")
+    with transaction.atomic():
+        skipped, _ = ClipSkip.objects.update_or_create(clip=clip, user=user, defaults={"reason": reason})
+        release(user, clip, ANNOTATE)
+        # A draft they started is left as it was; it no longer counts them in (no lease, not submitted).
+        audit.record("clip.skipped", clip, actor=user, project=clip.project, changes={"reason": reason})
+    return skipped
+
+
+def recent_work(user, project: Project, limit: int = 50) -> QuerySet[Annotation]:
+    """The user's own annotations in the project, most recently touched first."""
+    return (Annotation.objects.filter(annotator=user, clip__project=project).select_related("clip")
+            .order_by("-updated_at")[:limit])
+
+
+def queue_counts(user, project: Project) -> dict[str, int]:
+    """What the queue page shows: how many clips are open to this user (capped; never a full-table count)."""
+    cap = 1000
+    return {"annotate": annotate_candidates(user, project).values("pk")[:cap].count(),
+            "review": review_candidates(user, project).values("pk")[:cap].count(),
+            "cap": cap, "held": live(ClipLease.objects.filter(user=user, clip__project=project)).count()}
+
+
+def expire_stale(now=None) -> int:
+    """Beat: delete leases that expired a while ago (they already count as none; this keeps the table small)."""
+    cutoff = (now or timezone.now()) - timedelta(hours=1)
+    deleted, _ = ClipLease.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted
+

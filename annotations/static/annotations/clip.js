@@ -1,0 +1,416 @@
+// The clip page: player, transcript, label editor, autosave, submit, keys. No inline script (CSP): the
+// page's data comes from the JSON block #clip-data. The server decides everything; this only keeps the
+// draft saved and the keyboard fast.
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("clip-data").textContent);
+  const $ = (id) => document.getElementById(id);
+  const video = $("video");
+  const EVIDENCE = ["face", "voice", "words"];
+  const SAVE_DELAY_MS = 1200;
+
+  const state = {
+    labels: (data.annotation.labels || []).map(normaliseLabel),
+    version: data.annotation.version,
+    selected: -1,
+    dirty: false,
+    saving: false,
+    submitting: false,
+    focusMs: 0,
+    focusSince: document.hasFocus() ? performance.now() : null,
+    families: data.families || {},
+  };
+  let saveTimer = null;
+
+  function normaliseLabel(lab) {
+    if (typeof lab === "string") lab = { term: lab };
+    return { term: lab.term, source: lab.source || "human", note: lab.note || "", evidence: lab.evidence || [] };
+  }
+
+  function csrf() {
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
+      body: JSON.stringify(body),
+    });
+    let payload = {};
+    try { payload = await response.json(); } catch (e) { payload = {}; }
+    return { status: response.status, payload };
+  }
+
+  // --- lead time: only the seconds the page had focus --------------------------------------------------
+  function takeLeadTime() {
+    if (state.focusSince !== null) {
+      state.focusMs += performance.now() - state.focusSince;
+      state.focusSince = document.hasFocus() ? performance.now() : null;
+    }
+    const seconds = state.focusMs / 1000;
+    state.focusMs = 0;
+    return seconds;
+  }
+  window.addEventListener("focus", () => { if (state.focusSince === null) state.focusSince = performance.now(); });
+  window.addEventListener("blur", () => {
+    if (state.focusSince !== null) { state.focusMs += performance.now() - state.focusSince; state.focusSince = null; }
+  });
+
+  // --- save status -------------------------------------------------------------------------------------
+  function setStatus(text, kind) {
+    const el = $("save-status");
+    if (!el) return;
+    el.textContent = text;
+    el.dataset.state = kind || "";
+  }
+
+  function changed() {
+    state.dirty = true;
+    setStatus("Unsaved changes", "dirty");
+    render();
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(save, SAVE_DELAY_MS);
+  }
+
+  async function save() {
+    if (!data.editable || !state.dirty || state.saving || state.submitting) return;
+    state.saving = true;
+    state.dirty = false;
+    setStatus("Saving…", "saving");
+    try {
+      const { status, payload } = await post(data.urls.save, {
+        labels: state.labels, version: state.version, lead_time: takeLeadTime(),
+      });
+      if (status === 200) {
+        state.version = payload.annotation.version;
+        if (!state.dirty) setStatus("Saved", "saved");
+      } else if (status === 409) {
+        state.dirty = true;
+        showConflict(payload);
+      } else {
+        state.dirty = true;
+        setStatus(payload.error || `Not saved (error ${status})`, "error");
+      }
+    } catch (e) {
+      state.dirty = true;
+      setStatus("Not saved: offline? Retrying…", "error");
+      clearTimeout(saveTimer);
+      saveTimer = setTimeout(save, 5000);
+    } finally {
+      state.saving = false;
+      if (state.dirty && !$("conflict-dialog").open) { clearTimeout(saveTimer); saveTimer = setTimeout(save, SAVE_DELAY_MS); }
+    }
+  }
+
+  window.addEventListener("beforeunload", (event) => {
+    if (data.editable && (state.dirty || state.saving) && !state.submitting) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
+
+  // --- conflicts ---------------------------------------------------------------------------------------
+  let conflictStored = null;
+  function fillList(list, labels) {
+    list.replaceChildren(...labels.map((lab) => { const li = document.createElement("li"); li.textContent = lab.term; return li; }));
+  }
+  function showConflict(payload) {
+    conflictStored = payload.stored;
+    setStatus("Conflict: changed elsewhere", "error");
+    $("conflict-version").textContent = String(payload.stored.version);
+    fillList($("conflict-stored"), payload.stored.labels || []);
+    fillList($("conflict-mine"), state.labels);
+    const dialog = $("conflict-dialog");
+    if (!dialog.open) dialog.showModal();
+  }
+  $("conflict-take-stored").addEventListener("click", () => {
+    state.labels = (conflictStored.labels || []).map(normaliseLabel);
+    state.version = conflictStored.version;
+    state.dirty = false;
+    $("conflict-dialog").close();
+    if (conflictStored.status !== "draft") { window.location.reload(); return; }
+    setStatus("Saved", "saved");
+    render();
+  });
+  $("conflict-keep-mine").addEventListener("click", () => {
+    if (conflictStored.status !== "draft") { window.location.reload(); return; }
+    state.version = conflictStored.version;  // rebased on the stored version, on purpose, by a human
+    $("conflict-dialog").close();
+    changed();
+  });
+
+  // --- labels ------------------------------------------------------------------------------------------
+  const list = $("labels");
+  function render() {
+    list.replaceChildren(...state.labels.map((lab, i) => {
+      const li = document.createElement("li");
+      li.className = "label-item" + (i === state.selected ? " selected" : "");
+      li.dataset.index = String(i);
+      const chip = document.createElement("span");
+      const family = state.families[lab.term] || "";
+      chip.className = "chip" + (family ? " family-" + family : "");
+      chip.textContent = lab.term;
+      if (family) {
+        const fam = document.createElement("span");
+        fam.className = "family";
+        fam.textContent = family;
+        chip.append(" ", fam);
+      }
+      li.append(`${i + 1}. `, chip);
+      const ev = document.createElement("span");
+      ev.className = "evidence";
+      for (const e of EVIDENCE) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "evidence-toggle" + (lab.evidence.includes(e) ? " on" : "");
+        b.textContent = e;
+        b.disabled = !data.editable;
+        b.setAttribute("aria-pressed", String(lab.evidence.includes(e)));
+        b.addEventListener("click", () => toggleEvidence(i, e));
+        ev.append(b);
+      }
+      li.append(ev);
+      if (lab.note) {
+        const note = document.createElement("span");
+        note.className = "note";
+        note.textContent = lab.note;
+        li.append(note);
+      }
+      if (data.editable) {
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "remove";
+        remove.title = "Remove (Delete)";
+        remove.textContent = "×";
+        remove.addEventListener("click", () => removeLabel(i));
+        li.append(remove);
+      }
+      li.addEventListener("click", (event) => { if (event.target === li || event.target === chip) select(i); });
+      return li;
+    }));
+    for (const chip of document.querySelectorAll("#model-chips .chip")) {
+      chip.classList.toggle("taken", state.labels.some((l) => l.term.toLowerCase() === chip.dataset.term.toLowerCase()));
+    }
+  }
+  function select(i) { state.selected = i; render(); }
+  function addLabel(term, source, family) {
+    term = (term || "").trim().replace(/\s+/g, " ");
+    if (!term || !data.editable) return;
+    if (family) state.families[term] = family;
+    if (state.labels.some((l) => l.term.toLowerCase() === term.toLowerCase())) return;
+    state.labels.push({ term, source: source || "human", note: "", evidence: [] });
+    state.selected = state.labels.length - 1;
+    changed();
+  }
+  function removeLabel(i) {
+    if (!data.editable || i < 0 || i >= state.labels.length) return;
+    state.labels.splice(i, 1);
+    state.selected = Math.min(i, state.labels.length - 1);
+    changed();
+  }
+  function moveLabel(i, delta) {
+    const j = i + delta;
+    if (!data.editable || i < 0 || j < 0 || j >= state.labels.length) return;
+    [state.labels[i], state.labels[j]] = [state.labels[j], state.labels[i]];
+    state.selected = j;
+    changed();
+  }
+  function toggleEvidence(i, e) {
+    if (!data.editable || i < 0) return;
+    const ev = state.labels[i].evidence;
+    state.labels[i].evidence = ev.includes(e) ? ev.filter((x) => x !== e) : EVIDENCE.filter((x) => x === e || ev.includes(x));
+    changed();
+  }
+  function editNote(i) {
+    if (!data.editable || i < 0) return;
+    const note = window.prompt(`Note on "${state.labels[i].term}"`, state.labels[i].note);
+    if (note === null) return;
+    state.labels[i].note = note.trim().slice(0, 1000);
+    changed();
+  }
+  function acceptAll() {
+    for (const chip of data.chips || []) addLabel(chip.term, "fused", chip.family);
+  }
+  for (const chip of document.querySelectorAll("#model-chips .chip")) {
+    chip.addEventListener("click", () => {
+      const info = (data.chips || []).find((c) => c.term === chip.dataset.term);
+      addLabel(chip.dataset.term, "fused", info && info.family);
+    });
+  }
+  if ($("accept-all")) $("accept-all").addEventListener("click", acceptAll);
+
+  // --- autocomplete ------------------------------------------------------------------------------------
+  const input = $("label-input");
+  const box = $("suggestions");
+  let results = [], active = -1, queryTimer = null, lastQuery = "";
+  function showResults() {
+    box.replaceChildren(...results.map((r, i) => {
+      const li = document.createElement("li");
+      li.setAttribute("role", "option");
+      li.className = i === active ? "active" : "";
+      li.setAttribute("aria-selected", String(i === active));
+      li.textContent = r.word;
+      if (r.word !== r.term) {
+        const t = document.createElement("span");
+        t.className = "muted";
+        t.textContent = ` → ${r.term}`;
+        li.append(t);
+      }
+      const f = document.createElement("span");
+      f.className = "family";
+      f.textContent = r.family;
+      li.append(" ", f);
+      li.addEventListener("mousedown", (event) => { event.preventDefault(); pick(i); });
+      return li;
+    }));
+    box.hidden = results.length === 0;
+    input.setAttribute("aria-expanded", String(results.length > 0));
+  }
+  async function query() {
+    const q = input.value.trim();
+    lastQuery = q;
+    if (!q) { results = []; active = -1; showResults(); return; }
+    const response = await fetch(`${data.urls.vocabulary}?q=${encodeURIComponent(q)}`, { credentials: "same-origin" });
+    if (!response.ok || q !== lastQuery) return;
+    results = (await response.json()).results;
+    active = results.length ? 0 : -1;
+    showResults();
+  }
+  function pick(i) {
+    const r = results[i];
+    // The annotation stores the word that was chosen; the vocabulary resolves its canonical term.
+    addLabel(r.word, "human", r.family);
+    input.value = "";
+    results = []; active = -1; showResults();
+  }
+  async function addNewWord(word) {
+    if (!window.confirm(`"${word}" is not in the project's vocabulary. Add it as a new word (a manager will place it)?`)) return;
+    const { status, payload } = await post(data.urls.propose, { word });
+    if (status !== 200) { setStatus(payload.error || "Could not add the word", "error"); return; }
+    addLabel(payload.word, "human", payload.family);
+    input.value = "";
+    results = []; showResults();
+  }
+  if (input) {
+    input.addEventListener("input", () => { clearTimeout(queryTimer); queryTimer = setTimeout(query, 120); });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "ArrowDown" && results.length) { active = (active + 1) % results.length; showResults(); event.preventDefault(); }
+      else if (event.key === "ArrowUp" && results.length) { active = (active - 1 + results.length) % results.length; showResults(); event.preventDefault(); }
+      else if (event.key === "Enter" && !event.ctrlKey) {
+        event.preventDefault();
+        const typed = input.value.trim();
+        if (!typed) return;
+        const exact = results.findIndex((r) => r.word.toLowerCase() === typed.toLowerCase());
+        if (exact >= 0) pick(exact);
+        else if (active >= 0 && results.length) pick(active);
+        else addNewWord(typed);
+      } else if (event.key === "Escape") { input.value = ""; results = []; showResults(); input.blur(); }
+    });
+    input.addEventListener("blur", () => setTimeout(() => { results = []; showResults(); }, 150));
+  }
+
+  // --- submit ------------------------------------------------------------------------------------------
+  async function submit() {
+    if (!data.editable || state.submitting) return;
+    if (!state.labels.length) { setStatus("Add at least one label before submitting", "error"); return; }
+    clearTimeout(saveTimer);
+    while (state.saving) await new Promise((r) => setTimeout(r, 50));
+    state.submitting = true;
+    setStatus("Submitting…", "saving");
+    const body = { labels: state.labels, version: state.version, key: crypto.randomUUID(), lead_time: takeLeadTime() };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const { status, payload } = await post(data.urls.submit, body);  // the same key on a retry: applied once
+        if (status === 200) { state.dirty = false; window.location.assign(payload.next); return; }
+        state.submitting = false;
+        if (status === 409) { showConflict(payload); return; }
+        setStatus(payload.error || `Not submitted (error ${status})`, "error");
+        return;
+      } catch (e) {
+        await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+      }
+    }
+    state.submitting = false;
+    setStatus("Not submitted: the server did not answer. Try again.", "error");
+  }
+  if ($("submit")) $("submit").addEventListener("click", submit);
+
+  // --- heartbeat ---------------------------------------------------------------------------------------
+  if (data.editable) {
+    const every = Math.max(15, Math.min(60, (data.leaseSeconds || 1800) / 3)) * 1000;
+    setInterval(async () => {
+      const response = await fetch(data.urls.heartbeat, {
+        method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf() },
+      }).catch(() => null);
+      if (response && response.status === 409) {
+        const payload = await response.json().catch(() => ({}));
+        setStatus(payload.error || "You no longer hold this clip", "error");
+      }
+    }, every);
+  }
+
+  // --- player and transcript ---------------------------------------------------------------------------
+  const SPEEDS = [0.5, 0.75, 1, 1.25, 1.5, 2];
+  const speed = $("speed");
+  const playButton = document.querySelector('[data-action="play"]');
+  function seek(t) { video.currentTime = Math.max(0, Math.min(video.duration || t, t)); }
+  function frame(n) { video.pause(); seek(video.currentTime + n / (data.fps || 25)); }
+  function setSpeed(v) { video.playbackRate = v; speed.value = String(v); }
+  function togglePlay() { if (video.paused) video.play(); else video.pause(); }
+  const actions = {
+    replay: () => { seek(0); video.play(); }, back: () => seek(video.currentTime - 2),
+    forward: () => seek(video.currentTime + 2), play: togglePlay,
+    "frame-back": () => frame(-1), "frame-forward": () => frame(1),
+  };
+  for (const b of document.querySelectorAll(".controls [data-action]")) {
+    b.addEventListener("click", () => actions[b.dataset.action]());
+  }
+  speed.addEventListener("change", () => setSpeed(Number(speed.value)));
+  video.addEventListener("play", () => { playButton.textContent = "Pause"; });
+  video.addEventListener("pause", () => { playButton.textContent = "Play"; });
+  const cues = Array.from(document.querySelectorAll("#transcript .cue"));
+  for (const cue of cues) cue.addEventListener("click", () => { seek(Number(cue.dataset.start)); video.play(); });
+  video.addEventListener("timeupdate", () => {
+    const t = video.currentTime;
+    $("time").textContent = `${t.toFixed(2)} s`;
+    for (const cue of cues) {
+      const on = t >= Number(cue.dataset.start) && t < Number(cue.dataset.end);
+      if (on !== cue.classList.contains("current")) {
+        cue.classList.toggle("current", on);
+        if (on) cue.scrollIntoView({ block: "nearest" });
+      }
+    }
+  });
+
+  // --- dialogs -----------------------------------------------------------------------------------------
+  function openDialog(id) { const d = $(id); if (d && !d.open) d.showModal(); }
+  for (const b of document.querySelectorAll("[data-open]")) b.addEventListener("click", () => openDialog(b.dataset.open));
+
+  // --- keys --------------------------------------------------------------------------------------------
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey && event.key === "Enter") { event.preventDefault(); submit(); return; }
+    const typing = event.target.matches("input, textarea, select") || document.querySelector("dialog[open]");
+    if (typing || event.altKey && !["ArrowUp", "ArrowDown"].includes(event.key) || event.metaKey || event.ctrlKey) return;
+    const i = state.selected;
+    const keys = {
+      " ": togglePlay, ArrowLeft: () => seek(video.currentTime - 2), ArrowRight: () => seek(video.currentTime + 2),
+      ",": () => frame(-1), ".": () => frame(1), r: actions.replay,
+      "[": () => setSpeed(SPEEDS[Math.max(0, SPEEDS.indexOf(video.playbackRate) - 1)] || 1),
+      "]": () => setSpeed(SPEEDS[Math.min(SPEEDS.length - 1, SPEEDS.indexOf(video.playbackRate) + 1)] || 1),
+      a: acceptAll, "+": () => input && input.focus(), Delete: () => removeLabel(i), x: () => removeLabel(i),
+      Backspace: () => removeLabel(i), f: () => toggleEvidence(i, "face"), v: () => toggleEvidence(i, "voice"),
+      w: () => toggleEvidence(i, "words"), n: () => editNote(i),
+      s: () => $("skip-reason") && $("skip-reason").focus(), g: () => openDialog("guidelines-dialog"),
+      "?": () => openDialog("keys-dialog"),
+    };
+    if (event.altKey && event.key === "ArrowUp") { event.preventDefault(); moveLabel(i, -1); return; }
+    if (event.altKey && event.key === "ArrowDown") { event.preventDefault(); moveLabel(i, 1); return; }
+    if (/^[1-9]$/.test(event.key)) { select(Number(event.key) - 1); event.preventDefault(); return; }
+    const handler = keys[event.key];
+    if (handler) { event.preventDefault(); handler(); }
+  });
+
+  render();
+})();

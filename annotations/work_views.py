@@ -1,0 +1,336 @@
+"""The annotators' and reviewers' pages: the queue, the clip page and its JSON calls, review, history.
+
+Thin: membership through selectors, every change through services.queue / annotating / reviews.
+The clip page's script (static/annotations/clip.js) talks to the JSON views; a conflict is a 409 carrying the
+stored version, a bad input a 400 with a message the page shows as it is.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import selectors
+from .models import Annotation, ClipLease, Review, Role
+from .project_config import project_config
+from .services import annotating, queue, reviews, vocabulary
+
+
+def _json_body(request) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise annotating.AnnotationError("the request is not JSON") from None
+    if not isinstance(data, dict):
+        raise annotating.AnnotationError("the request must be a JSON object")
+    return data
+
+
+def _version(data) -> int:
+    try:
+        return int(data.get("version"))
+    except (TypeError, ValueError):
+        raise annotating.AnnotationError("the request names no version") from None
+
+
+def _state(annotation: Annotation) -> dict:
+    return {"id": annotation.pk, "version": annotation.version, "labels": annotation.labels,
+            "status": annotation.status}
+
+
+def _conflict(exc: annotating.Conflict) -> JsonResponse:
+    return JsonResponse({"error": str(exc), "stored": _state(exc.annotation)}, status=409)
+
+
+def _bad(exc: Exception, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": str(exc)}, status=status)
+
+
+# --- the queue --------------------------------------------------------------------------------------------
+@login_required
+@require_GET
+def work(request, slug):
+    project = selectors.project_for(request.user, slug)
+    return render(request, "annotations/work.html", {
+        "project": project,
+        "counts": queue.queue_counts(request.user, project),
+        "recent": queue.recent_work(request.user, project, limit=20),
+        "can_review": selectors.has_role(request.user, project, Role.REVIEWER),
+    })
+
+
+@login_required
+@require_POST
+def next_clip(request, slug):
+    kind = request.POST.get("kind", queue.ANNOTATE)
+    project = selectors.project_for(request.user, slug, Role.REVIEWER if kind == queue.REVIEW else Role.ANNOTATOR)
+    try:
+        lease = queue.next_clip(request.user, project, kind)
+    except queue.QueueError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotations:work", slug=project.slug)
+    if lease is None:
+        messages.info(request, "Nothing in the queue for you right now." if kind == queue.ANNOTATE
+                      else "Nothing waits for review right now.")
+        return redirect("annotations:work", slug=project.slug)
+    name = "annotations:clip-review" if kind == queue.REVIEW else "annotations:clip-annotate"
+    return redirect(name, clip_id=lease.clip_id)
+
+
+# --- the clip page ----------------------------------------------------------------------------------------
+@login_required
+@require_GET
+@never_cache
+def clip_annotate(request, clip_id):
+    clip = selectors.clip_for(request.user, clip_id)
+    project = clip.project
+    mine = Annotation.objects.filter(clip=clip, annotator=request.user).first()
+    editable, lease = False, None
+    if mine is None or mine.status == Annotation.Status.DRAFT:
+        try:
+            lease = queue.claim(request.user, clip)
+        except queue.QueueError as exc:
+            if mine is None:
+                messages.error(request, str(exc))
+                return redirect("annotations:work", slug=project.slug)
+        else:
+            mine = annotating.start(request.user, clip)
+            editable = True
+    config = project_config(project)
+    mode = annotating.suggestion_mode(clip)
+    vocab = vocabulary.project_vocabulary(project)
+    suggestions = (selectors.model_suggestions(clip, vocab)
+                   if mode != "hide" else {"chips": [], "backends": [], "fused_version": ""})
+    page = {
+        "annotation": _state(mine), "editable": editable, "mode": mode,
+        "fps": clip.fps or 25.0, "duration": clip.duration,
+        "segments": (clip.metadata or {}).get("transcript_segments") or [],
+        "leaseSeconds": config.annotation.lease_minutes * 60,
+        "urls": {
+            "save": reverse("annotations:clip-draft", args=[clip.pk]),
+            "submit": reverse("annotations:clip-submit", args=[clip.pk]),
+            "heartbeat": reverse("annotations:clip-heartbeat", args=[clip.pk]),
+            "vocabulary": reverse("annotations:vocabulary", args=[project.slug]),
+            "propose": reverse("annotations:vocabulary-propose", args=[project.slug]),
+            "work": reverse("annotations:work", args=[project.slug]),
+        },
+        "chips": suggestions["chips"],
+        "families": {lab["term"]: vocab.family(lab["term"]) or "unassigned" for lab in mine.labels},
+    }
+    return render(request, "annotations/clip_annotate.html", {
+        "project": project, "clip": clip, "annotation": mine, "page": page, "suggestions": suggestions,
+        "mode": mode, "editable": editable, "lease": lease, "guidelines": _guidelines(config),
+        "rejection": selectors.rejection(mine) if mine and mine.status == Annotation.Status.DRAFT else None,
+    })
+
+
+def _guidelines(config) -> str:
+    """The project's guidelines as safe HTML: markdown rendered, then sanitised (no script, no handlers)."""
+    import markdown
+    import nh3
+
+    text = config.annotation.guidelines or ""
+    return nh3.clean(markdown.markdown(text, extensions=["sane_lists"])) if text.strip() else ""
+
+
+def _mine(request, clip_id) -> Annotation:
+    clip = selectors.clip_for(request.user, clip_id)
+    annotation = Annotation.objects.filter(clip=clip, annotator=request.user).select_related("clip").first()
+    if annotation is None:
+        raise Http404("No annotation of yours on this clip")
+    return annotation
+
+
+@login_required
+@require_POST
+def clip_draft(request, clip_id):
+    annotation = _mine(request, clip_id)
+    try:
+        data = _json_body(request)
+        saved = annotating.save_draft(annotation, labels=data.get("labels"), base_version=_version(data),
+                                      lead_time=data.get("lead_time"))
+    except annotating.Conflict as exc:
+        return _conflict(exc)
+    except annotating.AnnotationError as exc:
+        return _bad(exc)
+    return JsonResponse({"annotation": _state(saved), "saved_at": saved.updated_at.isoformat()})
+
+
+@login_required
+@require_POST
+def clip_submit(request, clip_id):
+    annotation = _mine(request, clip_id)
+    try:
+        data = _json_body(request)
+        done = annotating.submit(annotation, labels=data.get("labels"), base_version=_version(data),
+                                 idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time"))
+    except annotating.Conflict as exc:
+        return _conflict(exc)
+    except annotating.AnnotationError as exc:
+        return _bad(exc)
+    return JsonResponse({"annotation": _state(done),
+                         "next": reverse("annotations:next-annotate", args=[done.clip.project.slug])})
+
+
+@login_required
+@require_POST
+def clip_heartbeat(request, clip_id):
+    clip = selectors.clip_for(request.user, clip_id)
+    kind = request.POST.get("kind", queue.ANNOTATE)
+    if kind not in (queue.ANNOTATE, queue.REVIEW):
+        return _bad(ValueError("unknown lease kind"))
+    try:
+        lease = queue.heartbeat(request.user, clip, kind)
+    except queue.QueueError as exc:
+        return _bad(exc, status=409)
+    return JsonResponse({"expires_at": lease.expires_at.isoformat()})
+
+
+@login_required
+@require_POST
+def clip_skip(request, clip_id):
+    clip = selectors.clip_for(request.user, clip_id)
+    try:
+        queue.skip(request.user, clip, request.POST.get("reason", ""))
+    except queue.QueueError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotations:clip-annotate", clip_id=clip.pk)
+    messages.info(request, f"Skipped {clip.name}.")
+    return next_clip(request, clip.project.slug)
+
+
+@login_required
+@require_GET
+@never_cache
+def next_annotate(request, slug):
+    """Where the clip page goes after a submit: the next clip, or the queue page when there is none."""
+    project = selectors.project_for(request.user, slug)
+    lease = queue.next_clip(request.user, project)
+    if lease is None:
+        messages.success(request, "Submitted. Nothing more in the queue for you right now.")
+        return redirect("annotations:work", slug=project.slug)
+    return redirect("annotations:clip-annotate", clip_id=lease.clip_id)
+
+
+# --- vocabulary -------------------------------------------------------------------------------------------
+@login_required
+@require_GET
+def vocabulary_complete(request, slug):
+    project = selectors.project_for(request.user, slug)
+    return JsonResponse({"results": vocabulary.complete(project, request.GET.get("q", ""))})
+
+
+@login_required
+@require_POST
+def vocabulary_propose(request, slug):
+    project = selectors.project_for(request.user, slug)
+    try:
+        word = str(_json_body(request).get("word") or "")
+        row = vocabulary.propose_term(project, word, actor=request.user)
+    except (annotating.AnnotationError, vocabulary.VocabularyChangeError) as exc:
+        return _bad(exc)
+    return JsonResponse({"word": row.term, "term": (row.canonical.term if row.canonical_id else row.term),
+                         "family": row.family, "pending": row.flagged})
+
+
+# --- review -----------------------------------------------------------------------------------------------
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+def clip_review(request, clip_id):
+    clip = selectors.clip_for(request.user, clip_id, Role.REVIEWER)
+    project = clip.project
+    if request.method == "POST":
+        return _review_decision(request, clip)
+    try:
+        queue.claim(request.user, clip, queue.REVIEW)
+    except queue.QueueError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotations:work", slug=project.slug)
+    vocab = vocabulary.project_vocabulary(project)
+    suggestions = selectors.model_suggestions(clip, vocab)
+    submitted = list(clip.annotations.filter(status=Annotation.Status.SUBMITTED).select_related("annotator")
+                     .order_by("submitted_at"))
+    model_terms = {vocab.canonical(c["term"]) or c["term"] for c in suggestions["chips"]}
+    rows = []
+    for annotation in submitted:
+        terms = [lab["term"] for lab in annotation.labels]
+        canon = {vocab.canonical(t) or t for t in terms}
+        others = set()
+        for other in submitted:
+            if other.pk != annotation.pk:
+                others |= {vocab.canonical(lab["term"]) or lab["term"] for lab in other.labels}
+        judged = annotation.reviews.filter(annotation_version=annotation.version).exists()
+        rows.append({"annotation": annotation, "judged": judged, "own": annotation.annotator_id == request.user.pk,
+                     "labels": [{**lab, "canonical": vocab.canonical(lab["term"]) or lab["term"],
+                                 "family": vocab.family(lab["term"]) or "unassigned",
+                                 "with_model": (vocab.canonical(lab["term"]) or lab["term"]) in model_terms,
+                                 "with_others": (vocab.canonical(lab["term"]) or lab["term"]) in others}
+                                for lab in annotation.labels],
+                     "model_only": sorted(model_terms - canon), "others_only": sorted(others - canon)})
+    return render(request, "annotations/clip_review.html", {
+        "project": project, "clip": clip, "rows": rows, "suggestions": suggestions,
+        "page": {"urls": {"heartbeat": reverse("annotations:clip-heartbeat", args=[clip.pk]),
+                          "vocabulary": reverse("annotations:vocabulary", args=[project.slug])},
+                 "fps": clip.fps or 25.0, "segments": (clip.metadata or {}).get("transcript_segments") or [],
+                 "kind": "review"},
+    })
+
+
+def _review_decision(request, clip):
+    annotation = Annotation.objects.filter(pk=request.POST.get("annotation"), clip=clip,
+                                           status=Annotation.Status.SUBMITTED).first()
+    if annotation is None:
+        messages.error(request, "That annotation is no longer waiting for review.")
+        return redirect("annotations:clip-review", clip_id=clip.pk)
+    if annotation.annotator_id == request.user.pk:
+        messages.error(request, "You cannot review your own annotation.")
+        return redirect("annotations:clip-review", clip_id=clip.pk)
+    if str(annotation.version) != request.POST.get("version"):
+        messages.error(request, "The annotation changed since you opened it; look again.")
+        return redirect("annotations:clip-review", clip_id=clip.pk)
+    decision = request.POST.get("decision", "")
+    fixed = None
+    if decision == Review.Decision.FIX:
+        try:
+            fixed = annotating.clean_labels([w for w in request.POST.get("labels", "").split(",") if w.strip()])
+        except annotating.AnnotationError as exc:
+            messages.error(request, str(exc))
+            return redirect("annotations:clip-review", clip_id=clip.pk)
+    try:
+        reviews.review(annotation, reviewer=request.user, decision=decision,
+                       reason=request.POST.get("reason", "").strip(), fixed_labels=fixed)
+    except reviews.ReviewError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotations:clip-review", clip_id=clip.pk)
+    except IntegrityError:  # one verdict per reviewer and version: a double click reviewed it already
+        messages.info(request, "Already reviewed.")
+    else:
+        messages.success(request, f"{decision.capitalize()}: {annotation.annotator.get_username()} on {clip.name}.")
+    if not queue.review_candidates(request.user, clip.project).filter(pk=clip.pk).exists():
+        queue.release(request.user, clip, queue.REVIEW)
+        lease = queue.next_clip(request.user, clip.project, queue.REVIEW)
+        if lease is None:
+            messages.info(request, "Nothing more waits for review.")
+            return redirect("annotations:work", slug=clip.project.slug)
+        return redirect("annotations:clip-review", clip_id=lease.clip_id)
+    return redirect("annotations:clip-review", clip_id=clip.pk)
+
+
+# --- history ----------------------------------------------------------------------------------------------
+@login_required
+@require_GET
+def clip_history(request, clip_id):
+    clip = selectors.clip_for(request.user, clip_id)
+    return render(request, "annotations/clip_history.html", {
+        "project": clip.project, "clip": clip, "events": annotating.history(clip),
+        "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user"),
+    })

@@ -1,0 +1,181 @@
+"""The queue and the annotation lifecycle, through the services the views call."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotations.models import Annotation, AnnotationRevision, AuditEvent, Clip, ClipLease, Prediction, Role
+from annotations.services import annotating, queue, reviews
+from annotations.services.projects import set_membership, update_config
+
+pytestmark = pytest.mark.django_db
+
+
+def ready_clip(project, n, priority=None, **extra):
+    return Clip.objects.create(project=project, file=f"clips/{n}.mp4", sha256=f"{n:064x}", name=f"clip-{n}",
+                               size_bytes=1, status=Clip.Status.READY, duration=2.0, priority=priority, **extra)
+
+
+@pytest.fixture
+def people(project, django_user_model):
+    users = {"alice": project.memberships.get(user__username="alice").user}
+    for name in ("bob", "carol", "rita"):
+        users[name] = django_user_model.objects.create_user(name, password=f"pw-{name}-12345")
+        set_membership(project=project, user=users[name], role=Role.REVIEWER if name == "rita" else Role.ANNOTATOR)
+    return users
+
+
+def test_clips_come_in_priority_order_with_unscored_last(project, people):
+    low, none, high = ready_clip(project, 1, 0.1), ready_clip(project, 2, None), ready_clip(project, 3, 0.9)
+    Clip.objects.create(project=project, file="clips/p.mp4", sha256="f" * 64, name="pending", size_bytes=1)
+    order = []
+    for name in ("alice", "bob", "carol"):
+        order.append(queue.next_clip(people[name], project).clip)
+    assert order == [high, low, none]
+    assert queue.next_clip(people["rita"], project) is None  # the pending clip is never offered
+
+
+def test_a_reload_resumes_the_held_clip(project, people):
+    ready_clip(project, 1, 0.5), ready_clip(project, 2, 0.4)
+    first = queue.next_clip(people["alice"], project)
+    again = queue.next_clip(people["alice"], project)
+    assert again.pk == first.pk and again.expires_at >= first.expires_at
+
+
+def test_overlap_bounds_how_many_hold_a_clip(project, people):
+    update_config(project, {"annotation": {"overlap": 2}})
+    clip = ready_clip(project, 1, 0.9)
+    assert queue.next_clip(people["alice"], project).clip == clip
+    assert queue.next_clip(people["bob"], project).clip == clip
+    assert queue.next_clip(people["carol"], project) is None
+    # Alice submits: she is done with it, and it still has one holder (Bob) of two places.
+    annotation = annotating.start(people["alice"], clip)
+    annotating.submit(annotation, labels=["calm"], base_version=annotation.version)
+    assert queue.next_clip(people["alice"], project) is None
+    assert queue.next_clip(people["carol"], project) is None
+
+
+def test_an_expired_lease_frees_the_place(project, people):
+    clip = ready_clip(project, 1, 0.9)
+    lease = queue.next_clip(people["alice"], project)
+    assert queue.next_clip(people["bob"], project) is None
+    ClipLease.objects.filter(pk=lease.pk).update(acquired_at=timezone.now() - timedelta(hours=2),
+                                                 expires_at=timezone.now() - timedelta(hours=1))
+    assert queue.next_clip(people["bob"], project).clip == clip
+    with pytest.raises(queue.QueueError):
+        queue.heartbeat(people["alice"], clip)  # her tab wakes up: the place is taken
+
+
+def test_the_heartbeat_renews(project, people):
+    clip = ready_clip(project, 1)
+    lease = queue.next_clip(people["alice"], project)
+    ClipLease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + timedelta(seconds=5))
+    renewed = queue.heartbeat(people["alice"], clip)
+    assert renewed.expires_at > timezone.now() + timedelta(minutes=20)
+
+
+def test_skipping_needs_a_reason_and_is_remembered(project, people):
+    first, second = ready_clip(project, 1, 0.9), ready_clip(project, 2, 0.1)
+    queue.next_clip(people["alice"], project)
+    with pytest.raises(queue.QueueError, match="why"):
+        queue.skip(people["alice"], first, "  ")
+    queue.skip(people["alice"], first, "audio is silent")
+    assert queue.next_clip(people["alice"], project).clip == second
+    assert queue.next_clip(people["bob"], project).clip == first  # others still get it
+    assert AuditEvent.objects.filter(action="clip.skipped", changes__reason="audio is silent").exists()
+
+
+def test_drafts_versions_conflicts_and_idempotent_submit(project, people):
+    clip = ready_clip(project, 1)
+    queue.next_clip(people["alice"], project)
+    draft = annotating.start(people["alice"], clip)
+    assert draft.version == 1 and draft.labels == []
+    with pytest.raises(annotating.AnnotationError, match="evidence"):
+        annotating.save_draft(draft, labels=[{"term": "anxious", "evidence": ["bogus"]}], base_version=1)
+    saved = annotating.save_draft(draft, labels=[{"term": "anxious", "evidence": ["face"], "note": "jaw"},
+                                                 "relieved", "Anxious"], base_version=1, lead_time=12)
+    assert saved.version == 2 and [x["term"] for x in saved.labels] == ["anxious", "relieved"]
+    assert saved.labels[0] == {"term": "anxious", "source": "human", "note": "jaw", "evidence": ["face"]}
+    # A second tab still on version 1: a conflict carrying the stored version, never an overwrite.
+    with pytest.raises(annotating.Conflict) as conflict:
+        annotating.submit(draft, labels=["calm"], base_version=1, idempotency_key="k1")
+    assert conflict.value.annotation.version == 2 and conflict.value.annotation.labels == saved.labels
+    done = annotating.submit(saved, labels=saved.labels, base_version=2, idempotency_key="k2", lead_time=5)
+    assert done.status == Annotation.Status.SUBMITTED and done.version == 3 and done.lead_time == 17
+    again = annotating.submit(saved, labels=["something else"], base_version=2, idempotency_key="k2")
+    assert again.version == 3 and [x["term"] for x in again.labels] == ["anxious", "relieved"]
+    assert AnnotationRevision.objects.filter(annotation=done).count() == 1
+    assert not ClipLease.objects.filter(clip=clip).exists()  # the lease ends with the submit
+    with pytest.raises(annotating.Conflict, match="already submitted"):
+        annotating.save_draft(done, labels=["calm"], base_version=3)
+
+
+def test_a_rejection_returns_the_work_to_its_author_first(project, people):
+    clip, other = ready_clip(project, 1, 0.1), ready_clip(project, 2, 0.9)
+    queue.claim(people["alice"], clip)
+    annotation = annotating.start(people["alice"], clip)
+    annotation = annotating.submit(annotation, labels=["bored"], base_version=1)
+    clip.refresh_from_db()
+    assert clip.label_state == Clip.LabelState.SUBMITTED
+    review_lease = queue.next_clip(people["rita"], project, queue.REVIEW)
+    assert review_lease.clip == clip
+    assert queue.next_clip(people["bob"], project, queue.REVIEW) is None  # one reviewer per clip
+    reviews.review(annotation, reviewer=people["rita"], decision="reject", reason="she is amused, not bored")
+    annotation.refresh_from_db()
+    assert annotation.status == Annotation.Status.DRAFT and annotation.version == 3
+    # Her own rejected clip comes back before the higher-priority clip nobody has touched.
+    assert queue.next_clip(people["alice"], project).clip == clip
+    assert queue.next_clip(people["bob"], project).clip == other
+    kinds = [e["kind"] for e in annotating.history(clip)]
+    assert kinds == ["submitted", "reject"]
+
+
+def test_review_leases_never_block_annotators(project, people):
+    update_config(project, {"annotation": {"overlap": 2}})
+    clip = ready_clip(project, 1)
+    queue.claim(people["alice"], clip)
+    a = annotating.start(people["alice"], clip)
+    annotating.submit(a, labels=["calm"], base_version=a.version)
+    # Not yet reviewable (one of two submissions), but a reviewer lease would not count against annotators.
+    ClipLease.objects.create(clip=clip, user=people["rita"], kind="review", acquired_at=timezone.now(),
+                             expires_at=timezone.now() + timedelta(minutes=30))
+    assert queue.next_clip(people["bob"], project).clip == clip
+
+
+def test_reviewers_never_review_their_own_work(project, people):
+    clip = ready_clip(project, 1)
+    queue.claim(people["rita"], clip)
+    a = annotating.start(people["rita"], clip)
+    annotating.submit(a, labels=["calm"], base_version=a.version)
+    assert queue.next_clip(people["rita"], project, queue.REVIEW) is None
+    assert queue.next_clip(people["alice"], project, queue.REVIEW).clip == clip
+
+
+def test_managers_release_and_reassign(project, people, manager):
+    clip = ready_clip(project, 1)
+    lease = queue.next_clip(people["alice"], project)
+    annotating.start(people["alice"], clip)
+    moved = queue.reassign(lease, people["bob"], actor=manager)
+    assert moved.user == people["bob"] and Annotation.objects.get(clip=clip).annotator == people["bob"]
+    assert queue.release_leases(Clip.objects.filter(pk=clip.pk), actor=manager) == 1
+    assert AuditEvent.objects.filter(action="lease.reassigned").exists()
+    assert AuditEvent.objects.filter(action="lease.released").exists()
+
+
+def test_preselect_starts_from_the_fused_labels_but_test_clips_are_blind(project, people):
+    update_config(project, {"annotation": {"suggestions": "preselect"},
+                            "training": {"split": {"train": 0.5, "val": 0.0, "test": 0.5}}})
+    from annotations import selectors
+
+    clips = [ready_clip(project, n) for n in range(1, 13)]
+    for clip in clips:
+        Prediction.objects.create(clip=clip, backend="fused", model_version="fused:x",
+                                  labels=[{"term": "calm", "score": 0.8}])
+    splits = {clip.pk: selectors.clip_split(clip) for clip in clips}
+    assert set(splits.values()) == {"train", "test"}
+    for clip in clips:
+        draft = annotating.start(people["alice"], clip)
+        expected = [] if splits[clip.pk] == "test" else ["calm"]
+        assert [x["term"] for x in draft.labels] == expected
+        assert draft.status == Annotation.Status.DRAFT  # never submitted without a human
