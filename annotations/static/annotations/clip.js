@@ -152,7 +152,7 @@
       const family = state.families[lab.term] || "";
       chip.className = "chip" + (family ? " family-" + family : "");
       chip.textContent = lab.term;
-      if (family) {
+      if (family && family !== lab.term) {
         const fam = document.createElement("span");
         fam.className = "family";
         fam.textContent = family;

@@ -1,0 +1,175 @@
+"""Annotators in a real Chromium against `make run`, keyboard only: claim a clip with model chips, play and
+seek it, accept and add labels, reload mid-work and find the draft, submit; a second tab's stale write
+gets the conflict dialog. Labels and transcripts carrying markup never run.
+"""
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ml.testing.samples import generate_sample_clips
+from tests.browser.test_upload_flow import browser, page  # noqa: F401  (the shared Chromium fixtures)
+from tests.conftest import needs_ffmpeg
+
+pytestmark = [pytest.mark.browser, needs_ffmpeg]
+HOSTILE = "<img src=x onerror=alert(1)>"
+SHOTS = Path("/tmp/affectloop-screens")
+
+
+def shell(platform, code: str) -> str:
+    result = platform.manage("shell", "-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def work_project(embedded_platform, tmp_path_factory):
+    """A project with three ready clips, fused model labels on each, and two annotators."""
+    platform = embedded_platform
+    folder = tmp_path_factory.mktemp("work-clips")
+    generate_sample_clips(folder, 3, seconds=2.0, width=160, height=120, seed=11, speech=False)
+    name = f"Work {uuid.uuid4().hex[:6]}"
+    result = platform.manage("import_clips", str(folder), "--project", name, "--create-project")
+    assert result.returncode == 0, result.stdout + result.stderr
+    setup = f"""
+import json, time
+from django.contrib.auth import get_user_model
+from annotations.models import Clip, Prediction, Project, Role
+from annotations import selectors
+from annotations.services.projects import set_membership
+project = Project.objects.get(name={name!r})
+deadline = time.time() + 60
+while Clip.objects.filter(project=project).exclude(status="ready").exists() and time.time() < deadline:
+    time.sleep(0.3)
+users = []
+for n in ("ann", "ben"):
+    u, _ = get_user_model().objects.get_or_create(username=n + project.slug[-6:])
+    u.set_password("annotator-pass-1"); u.save()
+    set_membership(project=project, user=u, role=Role.ANNOTATOR)
+    users.append(u.username)
+# Test-split clips are annotated blind (no chips): these flows take the others first.
+clips = sorted(Clip.objects.filter(project=project), key=lambda c: (selectors.clip_split(c) == "test", c.pk))
+for i, clip in enumerate(clips):
+    clip.priority = 1.0 - i / 10
+    clip.transcript = {HOSTILE!r} + " she said"
+    clip.save(update_fields=["priority", "transcript"])
+    Prediction.objects.create(clip=clip, backend="fused", model_version="fused:test", labels=[
+        {{"term": "calm", "score": 0.81, "support": [{{"backend": "internvl", "score": 0.8}}]}},
+        {{"term": {HOSTILE!r}, "score": 0.4, "support": [{{"backend": "affectgpt", "score": 0.4}}]}}])
+print(json.dumps({{"slug": project.slug, "users": users,
+                  "ready": Clip.objects.filter(project=project, status="ready").count(),
+                  "seen": sum(selectors.clip_split(c) != "test" for c in clips)}}))
+"""
+    info = json.loads(shell(platform, setup).splitlines()[-1])
+    assert info["ready"] == 3 and info["seen"] >= 2, info
+    return info
+
+
+def log_in(page, platform, username):
+    from playwright.sync_api import expect
+
+    page.goto(f"{platform.url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("annotator-pass-1")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+
+def add_label(page, word):
+    from playwright.sync_api import expect
+
+    page.locator("body").press("+")
+    page.keyboard.type(word)
+    expect(page.locator("#suggestions li").first).to_contain_text(word)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def shot(page, name):
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_annotator_works_a_clip_with_the_keyboard_only(embedded_platform, work_project, page):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    log_in(page, platform, work_project["users"][0])
+    page.goto(f"{platform.url}/p/{work_project['slug']}/work/")
+    page.get_by_role("button", name="Start annotating").focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/clips/\d+/$"))
+    clip_url = page.url
+    expect(page.locator("#model-chips .chip")).to_have_count(2)
+    expect(page.locator("#model-chips")).to_contain_text("internvl")
+
+    # Play, then seek forward with the keys.
+    page.locator("body").press("Space")
+    page.wait_for_function("() => !document.getElementById('video').paused && document.getElementById('video').currentTime > 0.1")
+    page.locator("body").press("Space")
+    before = page.evaluate("() => document.getElementById('video').currentTime")
+    page.locator("body").press(".")  # one frame forward
+    page.wait_for_function(f"() => document.getElementById('video').currentTime > {before}")
+
+    # Accept all model labels, remove the hostile one, add one through autocomplete, mark evidence.
+    page.locator("body").press("a")
+    expect(page.locator("#labels li")).to_have_count(2)
+    page.locator("body").press("2")
+    page.locator("body").press("Delete")
+    expect(page.locator("#labels li")).to_have_count(1)
+    page.locator("body").press("+")
+    page.keyboard.type("reliev")
+    expect(page.locator("#suggestions li").first).to_contain_text("relieved")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    expect(page.locator("#labels li")).to_have_count(2)
+    page.locator("body").press("f")
+    expect(page.locator("#save-status")).to_have_text("Saved", timeout=10_000)
+    shot(page, "clip-page")
+
+    # A reload mid-work finds the draft on the server.
+    page.reload()
+    expect(page.locator("#labels li")).to_have_count(2)
+    expect(page.locator("#labels li").nth(1)).to_contain_text("relieved")
+    expect(page.locator("#labels li.selected .evidence-toggle.on, #labels li .evidence-toggle.on")).to_have_count(1)
+
+    # Submit and go on, with the keyboard.
+    page.locator("body").press("Control+Enter")
+    page.wait_for_url(lambda url: url != clip_url and "/clips/" in url)
+    expect(page.locator("#labels li")).to_have_count(0)
+    assert page.locator("img[src=x]").count() == 0 and dialogs == [], dialogs
+
+
+def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, browser):  # noqa: F811
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        first = context.new_page()
+        log_in(first, platform, work_project["users"][1])
+        first.goto(f"{platform.url}/p/{work_project['slug']}/work/")
+        first.get_by_role("button", name="Start annotating").click()
+        expect(first).to_have_url(re.compile(r"/clips/\d+/$"))
+        second = context.new_page()
+        second.goto(first.url)
+        expect(second.locator("#labels")).to_be_attached()
+        # (This clip may be a blind test-split one: labels come from the vocabulary, not the chips.)
+        for tab, word in ((first, "calm"), (first, "anxious")):
+            add_label(tab, word)
+        expect(first.locator("#save-status")).to_have_text("Saved", timeout=10_000)
+        add_label(second, "bored")
+        expect(second.locator("#conflict-dialog")).to_be_visible(timeout=10_000)
+        expect(second.locator("#conflict-stored li")).to_have_count(2)
+        expect(second.locator("#conflict-mine li")).to_have_count(1)
+        shot(second, "conflict")
+        second.locator("#conflict-take-stored").click()
+        expect(second.locator("#labels li")).to_have_count(2)
+    finally:
+        context.close()
+
