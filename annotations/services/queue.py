@@ -99,6 +99,10 @@ def _lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
     return clips  # SQLite: the IMMEDIATE transaction already holds the database's write lock
 
 
+def _wait_lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
+    return clips.select_for_update(of=("self",)) if connection.features.has_select_for_update else clips
+
+
 def _take(clip: Clip, user, kind: str) -> ClipLease:
     now = timezone.now()
     lease, _ = ClipLease.objects.update_or_create(
@@ -112,21 +116,33 @@ def next_clip(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
     """Claim the next clip (or resume the one already held). None when the queue has nothing for this user."""
     if kind not in (ANNOTATE, REVIEW):
         raise QueueError(f"unknown queue {kind!r}")
+    lease, contended = _next_clip_once(user, project, kind, wait=False)
+    if lease is None and contended:
+        # SKIP LOCKED passed over clips other claims held for a moment, and nothing else was open: wait for
+        # those locks (each claim holds one for milliseconds) rather than report an empty queue.
+        lease, _ = _next_clip_once(user, project, kind, wait=True)
+    return lease
+
+
+def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[ClipLease | None, bool]:
+    """(lease, contended): contended when there were candidates but others held them all locked."""
+    lock = _wait_lock if wait else _lock
     with transaction.atomic():
         current = held(user, project, kind)
         if current is not None:
-            return renew(current)
+            return renew(current), False
         candidates = annotate_candidates(user, project) if kind == ANNOTATE else review_candidates(user, project)
         if kind == ANNOTATE:
             # Work this user started and put down (an expired lease, a rejected submit) comes first.
             own = candidates.filter(annotations__annotator=user, annotations__status=Annotation.Status.DRAFT)
-            for clip in _lock(own.select_related("project"))[:CANDIDATES]:
+            for clip in lock(own.select_related("project"))[:CANDIDATES]:
                 if _still_open(clip, user, kind):
-                    return _take(clip, user, kind)
-        for clip in _lock(candidates.select_related("project"))[:CANDIDATES]:
+                    return _take(clip, user, kind), False
+        for clip in lock(candidates.select_related("project"))[:CANDIDATES]:
             if _still_open(clip, user, kind):
-                return _take(clip, user, kind)
-    return None
+                return _take(clip, user, kind), False
+        contended = connection.features.has_select_for_update_skip_locked and candidates.exists()
+    return None, contended
 
 
 def claim(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
