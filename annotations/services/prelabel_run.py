@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 
 from django.db import IntegrityError, transaction
 
@@ -15,6 +16,7 @@ from ml import runtime  # torch only inside its functions, which run on workers
 
 from .. import selectors
 from ..models import Clip, ModelVersion, Prediction, Project
+from ..project_config import project_config
 from . import prelabel
 from .registry import RegistryError, resolve
 
@@ -39,8 +41,8 @@ def spec_for(run: prelabel.Run):
         num_frames=run.num_frames or 8, expected_version=run.version, label=model.name)
 
 
-def _store(clip: Clip, pred, *, backend: str, model: ModelVersion | None, prompt_version: str) -> bool:
-    """One Prediction row; a repeated task hits the unique constraint and adds nothing."""
+def store_prediction(clip: Clip, pred, *, backend: str, model: ModelVersion | None, prompt_version: str) -> bool:
+    """One Prediction row; a repeated task (or import) hits the unique constraint and adds nothing."""
     try:
         with transaction.atomic():
             Prediction.objects.create(
@@ -112,8 +114,8 @@ def prelabel_clips(clip_ids: list[int]) -> dict:
                     clip.prelabel_error = f"{run.backend}: {user_safe(pred.error)}"[:2000]
                     Clip.objects.filter(pk=clip.pk).update(prelabel_error=clip.prelabel_error)
                     continue
-                stats["stored"] += _store(clip, pred, backend=run.backend, model=run.model,
-                                          prompt_version=run.model.prompt_version)
+                stats["stored"] += store_prediction(clip, pred, backend=run.backend, model=run.model,
+                                                    prompt_version=run.model.prompt_version)
         if current.runs:
             _fuse_and_score(project, current, project_clips)
         # Whatever this run did not finish (taken by a human meanwhile, or failed) is no longer queued.
@@ -141,6 +143,14 @@ def user_safe(message: str) -> str:
 
 
 def _fuse_and_score(project: Project, current: prelabel.Plan, clips: list[Clip]) -> None:
+    fused = fuse_and_score(project, current.config, {clip: current.versions for clip in clips})
+    Clip.objects.filter(pk__in=fused).update(prelabel_queued_at=None)
+
+
+def fuse_and_score(project: Project, config, members: Mapping[Clip, Sequence[str]]) -> list[int]:
+    """Fuse each clip's predictions of the given versions (one per backend) into a fused Prediction and set
+    its active-learning priority. A clip that lacks one of its versions is left alone: only complete sets are
+    fused. Returns the ids of the clips fused. The GPU worker and the prediction import both call it."""
     from ml.fusion import STRATEGIES, Fusion
     from ml.types import Label
     from ml.types import Prediction as MLPrediction
@@ -148,30 +158,42 @@ def _fuse_and_score(project: Project, current: prelabel.Plan, clips: list[Clip])
     from .vocabulary import project_vocabulary
 
     vocabulary = project_vocabulary(project)
-    fusion_config = current.config.prelabel.fusion
+    fusion_config = config.prelabel.fusion
     fusion = (STRATEGIES[fusion_config](vocabulary) if isinstance(fusion_config, str)
               else Fusion.from_dict(fusion_config, vocabulary))
-    strategy = active_strategy(current.config, vocabulary)
+    strategy = active_strategy(config, vocabulary)
     pool = verified_pool(project, vocabulary)
-    rows = Prediction.objects.filter(clip__in=clips, model_version__in=current.versions)
+    wanted = {clip.pk: set(versions) for clip, versions in members.items()}
+    rows = Prediction.objects.filter(clip__in=list(members), model_version__in=set().union(*wanted.values()))
     per_clip: dict[int, dict[str, list]] = {}
     for row in rows:
-        per_clip.setdefault(row.clip_id, {})[row.backend] = [
-            Label(term=lab["term"], score=lab.get("score"), source=lab.get("source", row.backend)) for lab in row.labels]
-    for clip in clips:
+        if row.model_version in wanted[row.clip_id]:
+            per_clip.setdefault(row.clip_id, {})[row.backend] = [
+                Label(term=lab["term"], score=lab.get("score"), source=lab.get("source", row.backend))
+                for lab in row.labels]
+    done = []
+    for clip, versions in members.items():
         per_backend = per_clip.get(clip.pk, {})
-        if len(per_backend) < len(current.runs):
+        if not versions or len(per_backend) < len(versions):
             continue  # a backend failed or is missing: fuse only complete sets
         fused = fusion.fuse(per_backend)
-        pred = MLPrediction(clip_id=str(clip.pk), labels=fused, raw_text="", model_version=current.fused_version,
-                            prompt_tokens=0, seconds=0.0)
-        _store(clip, pred, backend="fused", model=None, prompt_version="")
+        pred = MLPrediction(clip_id=str(clip.pk), labels=fused, raw_text="",
+                            model_version=prelabel.fused_version(config, list(versions)), prompt_tokens=0,
+                            seconds=0.0)
+        store_prediction(clip, pred, backend="fused", model=None, prompt_version="")
         signals = strategy.signals({str(clip.pk): per_backend}, pool)[str(clip.pk)]
         Clip.objects.filter(pk=clip.pk).update(
-            priority=strategy.combine(signals), prelabel_queued_at=None,
+            priority=strategy.combine(signals),
             al_signals={"strategy": strategy.name, **{k: round(v, 6) for k, v in signals.items()}})
         Clip.objects.filter(pk=clip.pk, label_state=Clip.LabelState.UNLABELED).update(
             label_state=Clip.LabelState.PRELABELED)
+        done.append(clip.pk)
+    if done:
+        from . import clip_index
+
+        # The fused labels and the disagreement just changed: the managers' filters read these.
+        clip_index.index_clips(Clip.objects.filter(pk__in=done).select_related("project"))
+    return done
 
 
 def active_strategy(config, vocabulary=None):
@@ -181,6 +203,50 @@ def active_strategy(config, vocabulary=None):
     if al.fitted is not None:
         return Strategy.from_dict(al.fitted, vocabulary)
     return Strategy.named(al.strategy, seed=al.seed, vocabulary=vocabulary)
+
+
+RESCORE_GROWTH = 0.1  # re-score when the verified pool grew by a tenth (and by at least RESCORE_MIN clips)
+RESCORE_MIN = 20
+
+
+def rescore_priorities(project: Project, *, force: bool = False) -> int:
+    """Novelty is measured against the verified pool, so priorities go stale as it grows: when it has grown
+    enough since the last scoring, score every clip that still needs humans again, from its newest
+    prediction per backend. Returns the clips re-scored (0 when not due)."""
+    from ml.types import Label
+
+    from .vocabulary import project_vocabulary
+
+    pool_size = selectors.verified_clips(project.clips.all()).count()
+    grown = pool_size - project.scored_pool_size
+    if not force and (grown < RESCORE_MIN or grown < RESCORE_GROWTH * max(project.scored_pool_size, 1)):
+        return 0
+    config = project_config(project)
+    vocabulary = project_vocabulary(project)
+    strategy = active_strategy(config, vocabulary)
+    pool = verified_pool(project, vocabulary)
+    done, last = 0, 0
+    base = selectors.needs_humans(project.clips.filter(status=Clip.Status.READY, priority__isnull=False))
+    while True:
+        ids = list(base.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:500])
+        if not ids:
+            break
+        last = ids[-1]
+        per_clip: dict[int, dict[str, list]] = {}
+        for row in Prediction.objects.filter(clip_id__in=ids).exclude(backend="fused").order_by("-created_at", "-id"):
+            per_clip.setdefault(row.clip_id, {}).setdefault(row.backend, [
+                Label(term=lab["term"], score=lab.get("score"), source=lab.get("source", row.backend))
+                for lab in row.labels])
+        signals = strategy.signals({str(k): v for k, v in per_clip.items()}, pool)
+        for clip_id, values in signals.items():
+            Clip.objects.filter(pk=int(clip_id)).update(
+                priority=strategy.combine(values),
+                al_signals={"strategy": strategy.name, **{k: round(v, 6) for k, v in values.items()}},
+                disagreement=values.get("disagreement"))
+            done += 1
+    Project.objects.filter(pk=project.pk).update(scored_pool_size=pool_size)
+    project.scored_pool_size = pool_size
+    return done
 
 
 def verified_pool(project: Project, vocabulary=None):
