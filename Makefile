@@ -15,7 +15,7 @@ RUN_SECRET := $(AFFECTLOOP_DATA_DIR)/secret_key
 RUN_ENV += DJANGO_SECRET_KEY_FILE=$(RUN_SECRET)
 endif
 
-.PHONY: run test venv bench-ingest clean-data
+.PHONY: run test venv bench-ingest clean-data screenshots
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -44,3 +44,7 @@ bench-ingest: venv
 
 clean-data:
 	rm -rf $(AFFECTLOOP_DATA_DIR)
+
+# PNGs of the main pages, taken by the browser tests on the embedded platform, into docs/screenshots/.
+screenshots: venv
+	AFFECTLOOP_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -q -p no:cacheprovider

@@ -6,12 +6,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db import transaction
-from django.db.models import Q
 
 from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
-    AccountFlags, Annotation, AnnotationRevision, AuditEvent, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AnnotationRevision, AuditEvent, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
     Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
@@ -34,24 +33,10 @@ class UsernameField(forms.ModelChoiceField):
         return super().prepare_value(value)
 
 
-def co_members(user):
-    """The users a non-superuser may see: themselves and the members of the projects they manage."""
-    managed = selectors.managed_projects(user)
-    return get_user_model().objects.filter(Q(pk=user.pk) | Q(memberships__project__in=managed)).distinct()
-
-
-def addable_members(user):
-    """Whom a manager may add to a project: any active ordinary account (that is how annotators are recruited),
-    but never a superuser, nor another project's staff (their pages would then open to this manager)."""
-    managed = selectors.managed_projects(user)
-    return (get_user_model().objects.filter(is_active=True, is_superuser=False)
-            .filter(Q(is_staff=False) | Q(memberships__project__in=managed)).distinct())
-
-
 def _user_field(request, db_field):
     if db_field.model is Membership:
-        return UsernameField(addable_members(request.user), label="User")
-    return UsernameField(co_members(request.user), label=db_field.verbose_name.capitalize(),
+        return UsernameField(selectors.addable_members(request.user), label="User")
+    return UsernameField(selectors.co_members(request.user), label=db_field.verbose_name.capitalize(),
                          required=not db_field.blank)
 
 
@@ -320,6 +305,25 @@ class ClipSkipAdmin(ProjectScopedAdmin):
         return False
 
 
+@admin.register(ClipLabel)
+class ClipLabelAdmin(ProjectScopedAdmin):
+    """Derived (services.clip_index): read-only; `manage.py reindex_clips` rebuilds it."""
+
+    list_display = ["clip", "term", "family", "source", "score"]
+    list_filter = ["source", "family"]
+    search_fields = ["term", "clip__name"]
+    raw_id_fields = ["clip"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(AnnotationRevision)
 class AnnotationRevisionAdmin(ProjectScopedAdmin):
     """Append-only: every submitted version as it was submitted."""
@@ -477,7 +481,7 @@ class ScopedUserAdmin(AuditedAdmin, UserAdmin):
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
-        return qs if request.user.is_superuser else qs.filter(pk__in=co_members(request.user).values("pk"))
+        return qs if request.user.is_superuser else qs.filter(pk__in=selectors.co_members(request.user).values("pk"))
 
     def get_list_filter(self, request):
         return super().get_list_filter(request) if request.user.is_superuser else ("is_active",)

@@ -30,6 +30,8 @@ class Project(models.Model):
     config = models.JSONField(default=dict, blank=True)
     # Bumped by every vocabulary change, so caches and stored agreement figures know they are stale.
     vocabulary_version = models.PositiveIntegerField(default=1)
+    # The verified pool's size when the queue priorities were last scored (novelty is measured against it).
+    scored_pool_size = models.PositiveIntegerField(default=0)
     archived = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -106,6 +108,10 @@ class Clip(models.Model):
     # Active-learning priority (higher = annotate sooner) and the signals behind it; set after pre-labeling.
     priority = models.FloatField(null=True, blank=True, db_index=True)
     al_signals = models.JSONField(default=dict, blank=True)
+    # Kept for filtering at scale (services.clip_index): the split by the one rule, and the backends'
+    # disagreement from al_signals.
+    split = models.CharField(max_length=5, blank=True, db_index=True)
+    disagreement = models.FloatField(null=True, blank=True)
     prelabel_queued_at = models.DateTimeField(null=True, blank=True)
     prelabel_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -206,6 +212,7 @@ class Prediction(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["clip", "model_version"], name="prediction_unique_per_model_version"),
         ]
+        indexes = [models.Index(fields=["model_version", "clip"], name="prediction_model_version")]
 
     def __str__(self):
         return f"{self.backend}:{self.clip_id}"
@@ -270,6 +277,29 @@ class Review(models.Model):
             models.UniqueConstraint(fields=["annotation", "reviewer", "annotation_version"],
                                     name="review_unique_per_version"),
         ]
+
+
+class ClipLabel(models.Model):
+    """An index of the labels a clip carries, by canonical term and family, for the managers' filters: what
+    the fusion proposed (with its score), what annotators submitted, and what was verified. Derived data,
+    rewritten by services.clip_index.index_clip whenever one of those changes."""
+
+    class Source(models.TextChoices):
+        MODEL = "model", "Model (fused)"
+        HUMAN = "human", "Submitted"
+        VERIFIED = "verified", "Verified"
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="label_index")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    term = models.CharField(max_length=64)
+    family = models.CharField(max_length=32)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["clip", "source", "term"], name="cliplabel_unique")]
+        indexes = [models.Index(fields=["project", "term", "source"], name="cliplabel_term"),
+                   models.Index(fields=["project", "family", "source"], name="cliplabel_family")]
 
 
 class ClipLease(models.Model):

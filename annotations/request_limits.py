@@ -116,7 +116,7 @@ class RequestBodyLimitMiddleware:
 class LimitedUploadHandler(FileUploadHandler):
     """First in FILE_UPLOAD_HANDLERS: stops a body over the route's limit, and skips any one file over
     MAX_UPLOAD_BYTES as its chunks arrive, before the next handler writes them to disk. What was skipped is
-    left on request.upload_refused for the view to report."""
+    left on request.upload_refused, [{"file": name or None, "line": why}], for the view to report."""
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         self.request.upload_refused = []
@@ -127,15 +127,16 @@ class LimitedUploadHandler(FileUploadHandler):
     def new_file(self, *args, **kwargs):
         super().new_file(*args, **kwargs)
         if self.body_too_large:
-            self.request.upload_refused.append("the upload is larger than the request limit; nothing was read")
+            self.request.upload_refused.append(
+                {"file": None, "line": "the upload is larger than the request limit; nothing was read"})
             raise StopUpload(connection_reset=True)
         self.file_total = 0
 
     def receive_data_chunk(self, raw_data, start):
         self.file_total += len(raw_data)
         if self.file_total > settings.MAX_UPLOAD_BYTES:
-            self.request.upload_refused.append(
-                f"{self.file_name} is larger than the {human_size(settings.MAX_UPLOAD_BYTES)} limit: not imported")
+            self.request.upload_refused.append({"file": self.file_name, "line": (
+                f"{self.file_name} is larger than the {human_size(settings.MAX_UPLOAD_BYTES)} limit: not imported")})
             raise SkipFile
         return raw_data
 

@@ -62,6 +62,24 @@ def verified_labels(project: Project, clips: QuerySet[Clip] | None = None) -> di
     return out
 
 
+def co_members(user):
+    """The users a non-superuser may see: themselves and the members of the projects they manage."""
+    from django.contrib.auth import get_user_model
+
+    managed = managed_projects(user)
+    return get_user_model().objects.filter(Q(pk=user.pk) | Q(memberships__project__in=managed)).distinct()
+
+
+def addable_members(user):
+    """Whom a manager may add to a project: any active ordinary account (that is how annotators are recruited),
+    but never a superuser, nor another project's staff (their pages would then open to this manager)."""
+    from django.contrib.auth import get_user_model
+
+    managed = managed_projects(user)
+    return (get_user_model().objects.filter(is_active=True, is_superuser=False)
+            .filter(Q(is_staff=False) | Q(memberships__project__in=managed)).distinct())
+
+
 def clip_split(clip: Clip, config=None) -> str:
     """train, val or test: the one split rule (ml.splits) on the clip's group value or its sha256."""
     from ml.splits import split_of
@@ -202,3 +220,48 @@ def rejection(annotation) -> Review | None:
         return None
     last = annotation.reviews.order_by("-created_at", "-id").first()
     return last if last is not None and last.decision == Review.Decision.REJECT else None
+
+
+def live_progress(project: Project) -> dict:
+    """What the project page shows and polls: clip counts, pre-labeling progress (an empty or flagged answer
+    counted as such, not as pre-labeled; clips waiting to be queued) and `busy`, whether more is coming: a
+    clip is pending or processing, or waits to be queued or run for pre-labeling (the wait before a batch
+    is queued shows "0 queued", so the queued count alone cannot say it)."""
+    from django.db.models import Exists, OuterRef
+
+    from .models import Prediction
+    from .project_config import ConfigError
+    from .services import prelabel as prelabel_plan
+
+    counts = clip_status_counts(project)
+    prelabel = prelabel_progress(project)
+    ready = project.clips.filter(status=Clip.Status.READY)
+
+    # Each clip's latest prediction per backend (GPU run or import). An empty or flagged answer is counted
+    # as such, not as pre-labeled; the three counts split the clips that have a fused prediction.
+    latest = Prediction.objects.filter(clip__in=ready).exclude(Exists(Prediction.objects.filter(
+        clip=OuterRef("clip"), backend=OuterRef("backend"), created_at__gt=OuterRef("created_at"))))
+    no_answer = Q(labels=[]) | Q(flags__icontains='"empty"') | Q(flags__icontains='"truncated"')
+    fused = latest.filter(backend="fused")
+    empty = ready.filter(pk__in=fused.filter(labels=[]).values("clip"))
+    flagged = (ready.filter(pk__in=fused.values("clip")).exclude(pk__in=empty.values("pk"))
+               .filter(pk__in=latest.exclude(backend="fused").filter(no_answer).values("clip")))
+    prelabel.update(
+        prelabeled=ready.filter(pk__in=fused.values("clip")).exclude(pk__in=empty.values("pk"))
+        .exclude(pk__in=flagged.values("pk")).count(),
+        empty=empty.count(), flagged=flagged.count())
+
+    try:
+        current = prelabel_plan.plan(project)
+    except ConfigError:
+        current = None
+    needing = prelabel_plan.clips_needing_prelabel(project, current) if current else Clip.objects.none()
+    # An enabled backend without a registered model: its clips wait for the registration (a failed one marks
+    # them with an error, which ends the wait).
+    for_models = needs_humans(ready.filter(prelabel_error="")) if current and current.missing else None
+    waiting = (for_models if for_models is not None else needing).filter(prelabel_queued_at__isnull=True).count()
+    prelabel["waiting"] = waiting
+    busy = bool(counts.get(Clip.Status.PENDING) or counts.get(Clip.Status.PROCESSING) or waiting
+                or needing.exists() or (for_models is not None and for_models.exists()))
+
+    return {"counts": counts, "prelabel": prelabel, "busy": busy}

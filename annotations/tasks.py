@@ -38,6 +38,13 @@ def register_configured_models(project_id: int, backends: list[str] | None = Non
     return outcome
 
 
+@shared_task(name="affectloop.prelabel.rescore")
+def rescore_priorities() -> dict:
+    """Beat: re-score the queue of every project whose verified pool has grown (novelty goes stale)."""
+    return {p.slug: n for p in Project.objects.filter(archived=False)
+            if (n := prelabel_run.rescore_priorities(p))}
+
+
 @shared_task(name=dispatch.ENQUEUE_PRELABEL)
 def enqueue_prelabel(project_id: int | None = None) -> int:
     return maintenance.enqueue_prelabel(project_id)

@@ -1,5 +1,6 @@
 """Web pages. Thin: check membership through selectors, call one service, render."""
 
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from .http import serve_media
 from .models import Role
 from .request_limits import accepts_uploads, check_gate, policy_for
 from .services import ingest, projects
+
+# request_limits.LimitedUploadHandler's line for one file over the cap: the file's name leads it.
 
 
 @require_GET
@@ -66,8 +69,7 @@ def project_detail(request, slug):
     project = selectors.project_for(request.user, slug)
     return render(request, "annotations/project_detail.html", {
         "project": project,
-        "counts": selectors.clip_status_counts(project),
-        "prelabel": selectors.prelabel_progress(project),
+        **{k: v for k, v in selectors.live_progress(project).items() if k in ("counts", "prelabel")},
         "clips": selectors.recent_clips(project),
         "is_manager": selectors.has_role(request.user, project, Role.MANAGER),
         "upload_form": UploadForm(),
@@ -78,12 +80,17 @@ def project_detail(request, slug):
 @require_GET
 @never_cache
 def project_status(request, slug):
-    """Counts and per-clip state for the project page to poll while clips are being processed."""
+    """Counts and per-clip state for the project page to poll while clips are being processed. `busy` says
+    whether more is coming: a clip is pending or processing, or waits to be queued or run for pre-labeling
+    (the wait before a batch is queued shows "0 queued", so the queued count alone cannot say it)."""
     project = selectors.project_for(request.user, slug)
+    progress = selectors.live_progress(project)
+    counts, prelabel, busy = progress["counts"], progress["prelabel"], progress["busy"]
     clips = selectors.recent_clips(project).values("id", "status", "duration", "error", "thumbnail")
     return JsonResponse({
-        "counts": selectors.clip_status_counts(project),
-        "prelabel": selectors.prelabel_progress(project),
+        "busy": busy,
+        "counts": counts,
+        "prelabel": prelabel,
         "clips": [{"id": c["id"], "status": c["status"], "duration": c["duration"], "error": c["error"],
                    "thumbnail": bool(c["thumbnail"])} for c in clips],
     })
@@ -101,23 +108,44 @@ def _upload_request_bytes() -> int:
 @login_required
 @require_POST
 def clip_upload(request, slug):
+    """One result line per file: a bad file is rejected by name and never takes the others with it. The page's
+    script asks for JSON (Accept: application/json or X-Requested-With: fetch) and gets
+    {"results": [{"file", "status", "line"}], "errors": [...]}: 200 whenever a file got a line, 400 when
+    nothing usable was sent. A plain form post gets the same lines as messages and a redirect."""
     project = selectors.project_for(request.user, slug, Role.MANAGER)
+    wants_json = ("application/json" in request.headers.get("Accept", "")
+                  or request.headers.get("X-Requested-With") in ("fetch", "XMLHttpRequest"))
     form = UploadForm(request.POST, request.FILES)
     refused = getattr(request, "upload_refused", [])
-    for line in refused:
-        messages.error(request, line)
-    if not form.is_valid():
-        for error in [] if refused else form.errors.get("files", ["Choose at least one video file."]):
-            messages.error(request, error)
-        return redirect("annotations:project-detail", slug=project.slug)
-    files = form.cleaned_data["files"]
-    single = len(files) == 1
-    for uploaded in files:
-        outcome = ingest.ingest_upload(project, uploaded, actor=request.user,
-                                       transcript=form.cleaned_data["transcript"] if single else "",
-                                       language=form.cleaned_data["language"])
-        level = {"imported": messages.SUCCESS, "duplicate": messages.WARNING}.get(outcome.status, messages.ERROR)
-        messages.add_message(request, level, outcome.line())
+    # Files over the size cap were dropped while the body was read (request_limits): only their lines remain.
+    results = [{"file": r["file"], "status": "rejected", "line": r["line"]} for r in refused]
+    errors = []
+    if form.is_valid():
+        sent = form.cleaned_data["files"]
+        single = len(sent) == 1 and not refused
+        for uploaded, problem in sent:
+            if problem:
+                outcome = ingest.Outcome("rejected", Path(uploaded.name or "upload").name[:200], problem)
+            else:
+                outcome = ingest.ingest_upload(project, uploaded, actor=request.user,
+                                               transcript=form.cleaned_data["transcript"] if single else "",
+                                               language=form.cleaned_data["language"])
+            results.append({"file": outcome.display, "status": outcome.status, "line": outcome.line()})
+    else:
+        for field, field_errors in form.errors.items():
+            if field == "files":
+                errors += [] if refused else field_errors  # the refused lines already say why
+            else:
+                named = field in form.fields  # "__all__" is the form's own
+                errors += [f"{form[field].label}: {e}" if named else e for e in field_errors]
+    if wants_json:
+        return JsonResponse({"results": results, "errors": errors},
+                            status=400 if errors or not results else 200)
+    for result in results:
+        level = {"imported": messages.SUCCESS, "duplicate": messages.WARNING}.get(result["status"], messages.ERROR)
+        messages.add_message(request, level, result["line"])
+    for error in errors:
+        messages.error(request, error)
     return redirect("annotations:project-detail", slug=project.slug)
 
 

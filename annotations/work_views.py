@@ -334,3 +334,118 @@ def clip_history(request, clip_id):
         "project": clip.project, "clip": clip, "events": annotating.history(clip),
         "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user"),
     })
+
+
+# --- members ----------------------------------------------------------------------------------------------
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request, slug):
+    """Managers add people by exact username, set roles and trust, and remove them, without the admin."""
+    from .forms import MemberForm
+    from .models import Membership
+    from .services import projects
+
+    project = selectors.project_for(request.user, slug, Role.MANAGER)
+    form = MemberForm(request.POST or None, addable=selectors.addable_members(request.user))
+    if request.method == "POST":
+        action = request.POST.get("action", "set")
+        if action == "remove":
+            membership = Membership.objects.filter(project=project, pk=request.POST.get("membership")).first()
+            if membership is None:
+                raise Http404("No such member")
+            if membership.user_id == request.user.pk:
+                messages.error(request, "You cannot remove yourself; ask another manager.")
+            else:
+                projects.remove_membership(project=project, user=membership.user, actor=request.user)
+                messages.success(request, f"Removed {membership.user.get_username()}.")
+            return redirect("annotations:members", slug=project.slug)
+        if form.is_valid():
+            user = form.cleaned_data["username"]
+            if user.pk == request.user.pk and form.cleaned_data["role"] != Role.MANAGER:
+                messages.error(request, "You cannot demote yourself; ask another manager.")
+            else:
+                projects.set_membership(project=project, user=user, role=form.cleaned_data["role"],
+                                        trusted=form.cleaned_data["trusted"], actor=request.user)
+                messages.success(request, f"{user.get_username()} is now {form.cleaned_data['role']} "
+                                          f"{'(trusted)' if form.cleaned_data['trusted'] else ''}".strip() + ".")
+                return redirect("annotations:members", slug=project.slug)
+    rows = project.memberships.select_related("user").order_by("user__username")
+    return render(request, "annotations/members.html", {"project": project, "rows": rows, "form": form,
+                                                        "roles": Role.choices})
+
+
+# --- the managers' clip list --------------------------------------------------------------------------------
+PAGE = 50
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def clip_list(request, slug):
+    """Filter, sort by newest or by queue priority, page by keyset (no COUNT over the table), act on a
+    selection. The filters are filters.ClipFilter, which the REST API shares."""
+    from .filters import ClipFilter
+    from .models import Clip
+    from .services import prelabel
+
+    project = selectors.project_for(request.user, slug, Role.MANAGER)
+    if request.method == "POST":
+        ids = [int(x) for x in request.POST.getlist("clip") if x.isdigit()]
+        chosen = Clip.objects.filter(project=project, pk__in=ids)
+        action = request.POST.get("action")
+        if not ids:
+            messages.error(request, "Select some clips first.")
+        elif action == "release":
+            n = queue.release_leases(chosen, actor=request.user)
+            messages.success(request, f"Released {n} lease{'s' if n != 1 else ''}.")
+        elif action == "rerun":
+            messages.info(request, prelabel.rerun_prelabel(list(chosen.values_list("pk", flat=True)),
+                                                           actor=request.user).message())
+        else:
+            messages.error(request, "Unknown action.")
+        return redirect(request.get_full_path())
+    clip_filter = ClipFilter(request.GET or None, queryset=project.clips.all(), project=project)
+    clips = clip_filter.qs if clip_filter.is_bound and clip_filter.is_valid() else project.clips.all()
+    order = request.GET.get("order", "new")
+    after = request.GET.get("after", "")
+    if order == "priority":
+        # Keyset on (priority DESC NULLS LAST, id): the cursor is "priority:id" ("none:id" past the scored).
+        from django.db.models import F, Q
+
+        clips = clips.order_by(F("priority").desc(nulls_last=True), "id")
+        if after:
+            p, _, last = after.partition(":")
+            if last.isdigit():
+                if p == "none":
+                    clips = clips.filter(priority__isnull=True, pk__gt=int(last))
+                else:
+                    try:
+                        value = float(p)
+                    except ValueError:
+                        value = None
+                    if value is not None:
+                        clips = clips.filter(Q(priority__lt=value) | Q(priority=value, pk__gt=int(last))
+                                             | Q(priority__isnull=True))
+    else:
+        clips = clips.order_by("-id")
+        if after.isdigit():
+            clips = clips.filter(pk__lt=int(after))
+    rows = list(clips.select_related(None)[:PAGE + 1])
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    cursor = ""
+    if more and rows:
+        last = rows[-1]
+        cursor = (f"{'none' if last.priority is None else repr(last.priority)}:{last.pk}" if order == "priority"
+                  else str(last.pk))
+    labels: dict[int, list] = {}
+    from .models import ClipLabel
+
+    for clip_id, term, source in ClipLabel.objects.filter(clip_id__in=[c.pk for c in rows]).values_list(
+            "clip_id", "term", "source"):
+        labels.setdefault(clip_id, []).append((term, source))
+    query = request.GET.copy()
+    query.pop("after", None)
+    return render(request, "annotations/clip_list.html", {
+        "project": project, "filter": clip_filter, "rows": [(c, labels.get(c.pk, [])) for c in rows],
+        "more": more, "cursor": cursor, "order": order, "query": query.urlencode(),
+    })

@@ -261,6 +261,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-clips": {"task": "affectloop.media.requeue_stale_clips", "schedule": 300.0},
     "enqueue-prelabel": {"task": "affectloop.prelabel.enqueue", "schedule": 120.0},
+    "rescore-priorities": {"task": "affectloop.prelabel.rescore", "schedule": 1800.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {

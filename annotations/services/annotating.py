@@ -17,7 +17,7 @@ from django.utils import timezone
 from .. import selectors
 from ..models import Annotation, AnnotationRevision, Clip, Prediction
 from ..project_config import project_config
-from . import audit, queue, reviews
+from . import audit, clip_index, queue, reviews
 
 EVIDENCE = ("face", "voice", "words")
 MAX_LABELS, MAX_TERM, MAX_NOTE = 30, 64, 1000
@@ -163,6 +163,7 @@ def submit(annotation: Annotation, *, labels, base_version: int, idempotency_key
                      changes={"clip": current.clip_id, "version": current.version,
                               "labels": [lab["term"] for lab in labels]})
         reviews.annotation_submitted(current)
+        clip_index.index_clip(current.clip)
     return current
 
 

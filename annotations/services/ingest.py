@@ -26,7 +26,7 @@ from django.utils import timezone
 from .. import dispatch, media
 from ..models import Annotation, Clip, Project, Review
 from ..project_config import ConfigError, project_config
-from . import audit, reviews
+from . import audit, clip_index, reviews
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,7 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
             )
             if cand.labels:
                 _import_labels(clip, cand.labels, verified=labels_verified)
+            clip_index.index_clip(clip)
             audit.record("clip.imported", clip, actor=actor, project=project,
                          changes={"source": source, "name": cand.display, "sha256": checked.sha256,
                                   "labels": cand.labels or [], "labels_verified": labels_verified})

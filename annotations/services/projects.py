@@ -16,7 +16,7 @@ MANAGERS_GROUP = "Project managers"
 _MANAGER_PERMS = {
     "view": ["project", "membership", "clip", "prediction", "annotation", "review", "cliplease", "emotionterm",
              "modelversion", "trainingrun", "datasetsnapshot", "snapshotitem", "export", "auditevent", "clipskip",
-             "annotationrevision"],
+             "annotationrevision", "cliplabel"],
     "change": ["project", "membership", "clip", "emotionterm", "modelversion", "trainingrun", "datasetsnapshot"],
     "add": ["membership", "emotionterm"],
     "delete": ["membership", "emotionterm", "cliplease"],
@@ -137,6 +137,10 @@ def update_config(project: Project, raw, *, actor=None) -> Project:
         locked.config = raw
         locked.save(update_fields=["config"])
         audit.record("project.config_changed", locked, actor=actor, project=locked, changes={"diff": changes})
+        if any(path.startswith(("config.training.split", "config.training.group_key")) for path in changes):
+            from . import clip_index
+
+            clip_index.resplit(locked)
         if section_changed(old_raw, raw, "prelabel") or section_changed(old_raw, raw, "active_learning"):
             from . import prelabel
 

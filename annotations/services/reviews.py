@@ -35,6 +35,9 @@ def review(annotation: Annotation, *, reviewer, decision: str, reason: str = "",
                                                                version=annotation.version + 1, submitted_at=None)
             annotation.refresh_from_db()
         refresh_label_state(annotation.clip)
+        from . import clip_index
+
+        clip_index.index_clip(annotation.clip)
         audit.record("review.recorded", verdict, actor=reviewer, project=annotation.clip.project,
                      changes={"annotation": annotation.pk, "decision": decision, "automatic": automatic,
                               "reason": reason, "fixed_labels": verdict.fixed_labels})

@@ -179,3 +179,28 @@ def test_preselect_starts_from_the_fused_labels_but_test_clips_are_blind(project
         expected = [] if splits[clip.pk] == "test" else ["calm"]
         assert [x["term"] for x in draft.labels] == expected
         assert draft.status == Annotation.Status.DRAFT  # never submitted without a human
+
+
+def test_priorities_are_rescored_once_the_verified_pool_has_grown(project, people, manager):
+    from annotations.models import Project, Review
+    from annotations.services import prelabel_run
+    from annotations.tasks import rescore_priorities
+
+    clips = [ready_clip(project, n, priority=0.5) for n in range(1, 31)]
+    for clip in clips:
+        for backend, terms in (("internvl", ["calm"]), ("affectgpt", ["angry" if clip.pk % 2 else "calm"])):
+            Prediction.objects.create(clip=clip, backend=backend, model_version=f"{backend}:x",
+                                      labels=[{"term": t, "score": 0.7} for t in terms])
+    assert prelabel_run.rescore_priorities(project) == 0  # nothing verified yet: not due
+    for clip in clips[:prelabel_run.RESCORE_MIN]:
+        a = Annotation.objects.create(clip=clip, annotator=people["alice"], labels=[{"term": "calm"}],
+                                      status="submitted", submitted_at=timezone.now())
+        Review.objects.create(annotation=a, reviewer=manager, decision="accept", annotation_version=a.version)
+        reviews.refresh_label_state(clip)
+    assert rescore_priorities.delay().get() == {project.slug: 30 - prelabel_run.RESCORE_MIN}
+    project.refresh_from_db()
+    assert project.scored_pool_size == prelabel_run.RESCORE_MIN
+    left = Clip.objects.filter(pk__in=[c.pk for c in clips[prelabel_run.RESCORE_MIN:]])
+    assert all(c.priority != 0.5 and "disagreement" in c.al_signals for c in left)
+    assert {c.disagreement > 0 for c in left if c.pk % 2} == {True}
+    assert prelabel_run.rescore_priorities(Project.objects.get(pk=project.pk)) == 0  # not grown since

@@ -16,6 +16,7 @@ PINNED = {
     "affectloop.gpu.prelabel_clips": "gpu",
     "affectloop.gpu.register_configured_models": "gpu",  # on a GPU worker: it reads the model files
     "affectloop.prelabel.enqueue": "default",
+    "affectloop.prelabel.rescore": "default",  # torch-free: predictions and the verified pool only
 }
 
 

@@ -163,3 +163,183 @@ def test_media_outside_our_types_is_a_download_never_inline(client, project, ann
     assert response["Content-Type"] == "application/octet-stream"
     assert response["Content-Disposition"].startswith("attachment;")
     assert response["Content-Security-Policy"] == "sandbox"
+
+
+# --- upload: one result per file; JSON for the page's script ---------------------------------------------
+UPLOAD_JSON = {"HTTP_ACCEPT": "application/json", "HTTP_X_REQUESTED_WITH": "fetch"}
+
+
+def post_files(client, project, files, follow=True, **headers):
+    return client.post(reverse("annotations:clip-upload", args=[project.slug]), {"files": files},
+                       follow=follow, **headers)
+
+
+def as_upload(path, name=None):
+    return SimpleUploadedFile(name or path.name, path.read_bytes(), "video/mp4")
+
+
+@needs_ffmpeg
+def test_an_empty_file_is_rejected_by_name_and_the_others_are_imported(client, project, manager, tmp_path):
+    client.force_login(manager)
+    files = [as_upload(make_clip(tmp_path / "one.mp4")), SimpleUploadedFile("hollow.mp4", b"", "video/mp4"),
+             as_upload(make_clip(tmp_path / "two.mp4", extra=["-metadata", "comment=two"]))]
+    page = post_files(client, project, files).content.decode()
+    assert sorted(Clip.objects.values_list("name", flat=True)) == ["one", "two"]
+    assert "imported one.mp4" in page and "imported two.mp4" in page
+    assert "rejected hollow.mp4: the file is empty" in page
+
+
+@needs_ffmpeg
+def test_the_json_answer_has_one_line_per_file_and_adds_no_messages(client, project, manager, tmp_path):
+    client.force_login(manager)
+    good = make_clip(tmp_path / "good.mp4")
+    files = [as_upload(good), SimpleUploadedFile("empty.mp4", b"", "video/mp4"), as_upload(good, "again.mp4")]
+    response = post_files(client, project, files, follow=False, **UPLOAD_JSON)
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    clip = Clip.objects.get()
+    assert response.json() == {"errors": [], "results": [
+        {"file": "good.mp4", "status": "imported", "line": f"imported good.mp4: clip {clip.pk}"},
+        {"file": "empty.mp4", "status": "rejected", "line": "rejected empty.mp4: the file is empty"},
+        {"file": "again.mp4", "status": "duplicate", "line": f"duplicate again.mp4: same content as clip {clip.pk} "
+                                                             f"(good)"}]}
+    # The page showed the lines itself: none of them waits as a message for the next page.
+    page = client.get(reverse("annotations:project-detail", args=[project.slug])).content.decode()
+    assert "rejected empty.mp4" not in page and "imported good.mp4" not in page
+
+
+def test_json_upload_of_only_an_empty_file_names_it_and_nothing_sent_is_a_400(client, project, manager):
+    client.force_login(manager)
+    only_empty = post_files(client, project, [SimpleUploadedFile("zero.mp4", b"")], follow=False,
+                            HTTP_X_REQUESTED_WITH="fetch")
+    assert only_empty.status_code == 200
+    assert only_empty.json()["results"] == [{"file": "zero.mp4", "status": "rejected",
+                                             "line": "rejected zero.mp4: the file is empty"}]
+    nothing = post_files(client, project, [], follow=False, **UPLOAD_JSON)
+    assert nothing.status_code == 400
+    assert nothing.json() == {"results": [], "errors": ["Choose at least one video file."]}
+    # A bad field refuses the request as a whole, naming the field, in both answers.
+    url = reverse("annotations:clip-upload", args=[project.slug])
+    bad = client.post(url, {"files": [SimpleUploadedFile("a.mp4", b"x")], "language": "x" * 40}, **UPLOAD_JSON)
+    assert bad.status_code == 400 and bad.json()["errors"][0].startswith("Language: Ensure this value has at most")
+    page = client.post(url, {"files": [SimpleUploadedFile("a.mp4", b"x")], "language": "x" * 40},
+                       follow=True).content.decode()
+    assert "Language: Ensure this value has at most 16 characters" in page
+    assert not Clip.objects.exists()
+
+
+def test_a_file_over_the_cap_gets_its_own_rejected_line_in_json(client, project, manager, settings):
+    settings.MAX_UPLOAD_BYTES = 64 * 1024
+    client.force_login(manager)
+    files = [SimpleUploadedFile("huge.mp4", b"\0" * (settings.MAX_UPLOAD_BYTES + 1)),
+             SimpleUploadedFile("empty.mp4", b"")]
+    response = post_files(client, project, files, follow=False, **UPLOAD_JSON)
+    assert response.status_code == 200
+    assert response.json()["results"] == [
+        {"file": "huge.mp4", "status": "rejected", "line": "huge.mp4 is larger than the 64 KB limit: not imported"},
+        {"file": "empty.mp4", "status": "rejected", "line": "rejected empty.mp4: the file is empty"}]
+    only_huge = post_files(client, project, files[:1], follow=False, **UPLOAD_JSON)
+    assert only_huge.status_code == 200 and only_huge.json()["errors"] == []  # named, so not "nothing sent"
+
+
+# --- the project page's status: whether more is coming, and what the models said -------------------------
+def stored_clip(project, name, **fields):
+    import hashlib
+
+    return Clip.objects.create(project=project, name=name, file=f"clips/{name}.mp4", original_name=f"{name}.mp4",
+                               sha256=hashlib.sha256(name.encode()).hexdigest(), size_bytes=10,
+                               **{"status": Clip.Status.READY, "duration": 2.0, **fields})
+
+
+def status_of(client, project):
+    return client.get(reverse("annotations:project-status", args=[project.slug])).json()
+
+
+def configure_internvl(project, *, registered=True):
+    """A configured backend (and its active model), set without the config service's side effects (tasks)."""
+    from annotations.models import ModelVersion, Project
+
+    Project.objects.filter(pk=project.pk).update(
+        config={"prelabel": {"backends": {"internvl": {"model": "ivl", "num_frames": 2}}}})
+    if registered:
+        ModelVersion.objects.create(project=project, backend="internvl", name="internvl:ivl+base",
+                                    base_model="ivl", status="active")
+
+
+def test_status_is_busy_while_clips_wait_to_be_queued_for_prelabeling(client, project, annotator):
+    from django.utils import timezone
+
+    from annotations.models import Prediction, Project
+    from annotations.services import prelabel
+
+    client.force_login(annotator)
+    assert status_of(client, project)["busy"] is False  # nothing at all
+    pending = stored_clip(project, "incoming", status=Clip.Status.PENDING)
+    assert status_of(client, project)["busy"] is True
+    pending.delete()
+
+    configure_internvl(project)
+    clip = stored_clip(project, "fresh")  # ready, in the debounce before its batch is queued
+    status = status_of(client, project)
+    assert (status["prelabel"]["queued"], status["prelabel"]["waiting"], status["busy"]) == (0, 1, True)
+    Clip.objects.filter(pk=clip.pk).update(prelabel_queued_at=timezone.now())
+    status = status_of(client, project)
+    assert (status["prelabel"]["queued"], status["prelabel"]["waiting"], status["busy"]) == (1, 0, True)
+    wanted = prelabel.plan(Project.objects.get(pk=project.pk)).wanted  # fresh: the config was set behind it
+    assert len(wanted) == 2
+    for version in wanted:  # the worker stored its answer and the fusion
+        Prediction.objects.create(clip=clip, backend="fused" if version.startswith("fused:") else "internvl",
+                                  model_version=version, labels=[{"term": "calm"}])
+    Clip.objects.filter(pk=clip.pk).update(prelabel_queued_at=None)
+    status = status_of(client, project)
+    assert (status["prelabel"]["prelabeled"], status["prelabel"]["waiting"], status["busy"]) == (1, 0, False)
+
+    # Taken by humans: no longer waits for the models.
+    other = stored_clip(project, "taken")
+    assert status_of(client, project)["busy"] is True
+    Clip.objects.filter(pk=other.pk).update(label_state=Clip.LabelState.SUBMITTED)
+    assert status_of(client, project)["busy"] is False
+
+
+def test_status_waits_for_an_unregistered_model_until_its_registration_fails(client, project, annotator):
+    client.force_login(annotator)
+    configure_internvl(project, registered=False)
+    clip = stored_clip(project, "fresh")
+    status = status_of(client, project)
+    assert status["busy"] is True and status["prelabel"]["waiting"] == 1
+    Clip.objects.filter(pk=clip.pk).update(prelabel_error="internvl: no such model")
+    status = status_of(client, project)
+    assert status["busy"] is False and status["prelabel"]["failed"] == 1
+
+
+def test_empty_and_flagged_predictions_are_counted_as_such_not_as_prelabeled(client, project, annotator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.models import Prediction
+
+    def predict(clip, backend, labels, flags=(), version="v1"):
+        return Prediction.objects.create(clip=clip, backend=backend, model_version=f"{backend}:{version}",
+                                         labels=[{"term": t} for t in labels], flags=list(flags))
+
+    good, empty, truncated, retried, flagged_empty, bare = (
+        stored_clip(project, n) for n in ("good", "empty", "truncated", "retried", "flagged-empty", "bare"))
+    predict(good, "internvl", ["calm"]), predict(good, "fused", ["calm"])
+    predict(empty, "internvl", [], ["empty"]), predict(empty, "fused", [])
+    predict(truncated, "internvl", ["tense"], ["truncated"]), predict(truncated, "affectgpt", ["calm"])
+    predict(truncated, "fused", ["tense", "calm"])
+    # Only a clip's latest answer per backend counts: an earlier truncated one was superseded.
+    old = predict(retried, "internvl", ["sad"], ["truncated"])
+    Prediction.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    predict(retried, "internvl", ["sad"], version="v2"), predict(retried, "fused", ["sad"])
+    # Another backend's empty answer beside a useful one: fused has labels, but the clip is flagged.
+    predict(flagged_empty, "internvl", ["happy"]), predict(flagged_empty, "affectgpt", [])
+    predict(flagged_empty, "fused", ["happy"])
+    del bare  # no predictions at all: neither
+
+    client.force_login(annotator)
+    counts = status_of(client, project)["prelabel"]
+    assert (counts["prelabeled"], counts["empty"], counts["flagged"], counts["ready"]) == (2, 1, 2, 6)
+    page = client.get(reverse("annotations:project-detail", args=[project.slug])).content.decode()
+    for key in ("prelabeled", "empty", "flagged", "waiting", "queued"):
+        assert f'data-prelabel="{key}"' in page

@@ -6,17 +6,15 @@ gets the conflict dialog. Labels and transcripts carrying markup never run.
 import json
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ml.testing.samples import generate_sample_clips
-from tests.browser.test_upload_flow import browser, page  # noqa: F401  (the shared Chromium fixtures)
+from tests.browser.shots import shot
 from tests.conftest import needs_ffmpeg
 
 pytestmark = [pytest.mark.browser, needs_ffmpeg]
 HOSTILE = "<img src=x onerror=alert(1)>"
-SHOTS = Path("/tmp/affectloop-screens")
 
 
 def shell(platform, code: str) -> str:
@@ -45,10 +43,10 @@ deadline = time.time() + 60
 while Clip.objects.filter(project=project).exclude(status="ready").exists() and time.time() < deadline:
     time.sleep(0.3)
 users = []
-for n in ("ann", "ben"):
+for n in ("ann", "ben", "rev"):
     u, _ = get_user_model().objects.get_or_create(username=n + project.slug[-6:])
     u.set_password("annotator-pass-1"); u.save()
-    set_membership(project=project, user=u, role=Role.ANNOTATOR)
+    set_membership(project=project, user=u, role=Role.REVIEWER if n == "rev" else Role.ANNOTATOR)
     users.append(u.username)
 # Test-split clips are annotated blind (no chips): these flows take the others first.
 clips = sorted(Clip.objects.filter(project=project), key=lambda c: (selectors.clip_split(c) == "test", c.pk))
@@ -86,11 +84,6 @@ def add_label(page, word):
     expect(page.locator("#suggestions li").first).to_contain_text(word)
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
-
-
-def shot(page, name):
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_an_annotator_works_a_clip_with_the_keyboard_only(embedded_platform, work_project, page):
@@ -145,7 +138,7 @@ def test_an_annotator_works_a_clip_with_the_keyboard_only(embedded_platform, wor
     assert page.locator("img[src=x]").count() == 0 and dialogs == [], dialogs
 
 
-def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, browser):  # noqa: F811
+def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, browser):
     from playwright.sync_api import expect
 
     platform = embedded_platform
@@ -167,9 +160,64 @@ def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, b
         expect(second.locator("#conflict-dialog")).to_be_visible(timeout=10_000)
         expect(second.locator("#conflict-stored li")).to_have_count(2)
         expect(second.locator("#conflict-mine li")).to_have_count(1)
-        shot(second, "conflict")
+        shot(second, "clip-conflict")
         second.locator("#conflict-take-stored").click()
         expect(second.locator("#labels li")).to_have_count(2)
     finally:
         context.close()
 
+
+
+def test_a_reviewer_rejects_one_annotation_and_accepts_another(embedded_platform, work_project, page):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    ann, ben, rev = work_project["users"]
+    # Two more submissions, through the same services the clip page calls.
+    shell(platform, f"""
+from django.contrib.auth import get_user_model
+from annotations.models import Project
+from annotations.services import annotating, queue
+project = Project.objects.get(slug={work_project['slug']!r})
+for name, word in (({ann!r}, "calm"), ({ben!r}, "anxious")):
+    user = get_user_model().objects.get(username=name)
+    lease = queue.next_clip(user, project)
+    draft = annotating.start(user, lease.clip)
+    annotating.submit(draft, labels=[word], base_version=draft.version)
+""")
+    log_in(page, platform, rev)
+    page.goto(f"{platform.url}/p/{work_project['slug']}/work/")
+    shot(page, "work-queue")
+    page.get_by_role("button", name="Start reviewing").click()
+    expect(page).to_have_url(re.compile(r"/clips/\d+/review$"))
+    expect(page.locator(".review-row")).to_have_count(1)
+    shot(page, "review")
+    page.locator(".review-row input[name=reason]").fill("the face says otherwise")
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator(".messages")).to_contain_text("Reject:")
+    expect(page).to_have_url(re.compile(r"/clips/\d+/review$"))
+    page.get_by_role("button", name="Accept", exact=True).click()
+    expect(page.locator(".messages")).to_contain_text("Accept:")
+    decisions = shell(platform, f"""
+from annotations.models import Review
+print(sorted(Review.objects.filter(reviewer__username={rev!r}).values_list("decision", flat=True)))
+""")
+    assert decisions.splitlines()[-1] == "['accept', 'reject']"
+
+
+def test_the_managers_pages(embedded_platform, work_project, page):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    page.goto(f"{platform.url}/accounts/login/")
+    page.get_by_label("Username").fill(platform.admin_user)
+    page.get_by_label("Password").fill(platform.admin_password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    page.goto(f"{platform.url}/p/{work_project['slug']}/clips/?label=calm&label_source=model")
+    expect(page.locator("table.clip-list tbody tr")).to_have_count(3)
+    assert page.locator("img[src=x]").count() == 0
+    shot(page, "clip-list")
+    page.goto(f"{platform.url}/p/{work_project['slug']}/members/")
+    expect(page.locator("table.members tbody tr")).to_have_count(3)
+    shot(page, "members")

@@ -4,43 +4,18 @@ A transcript with markup in it must come back as text.
 """
 
 import re
-import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ml.testing.samples import make_clip
+from tests.browser.shots import shot
 from tests.conftest import needs_ffmpeg
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 READY_TIMEOUT_MS = 60_000
-SCREENSHOT_COPY = Path("/tmp/affectloop-project.png")
 HOSTILE = "<script>alert(1)</script>"
 
 pytestmark = [pytest.mark.browser, needs_ffmpeg]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); never `playwright install` here")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
 
 
 def test_manager_uploads_a_clip_and_sees_it_ready(embedded_platform, page, tmp_path):
@@ -103,9 +78,7 @@ def test_manager_uploads_a_clip_and_sees_it_ready(embedded_platform, page, tmp_p
     assert page.locator("main script").count() == 0
     assert dialogs == [], f"a dialog fired: {dialogs}"
 
-    shot = tmp_path / "project.png"
-    page.screenshot(path=str(shot), full_page=True)
-    shutil.copyfile(shot, SCREENSHOT_COPY)
+    shot(page, "project-page")
     assert dialogs == []
 
 
@@ -127,8 +100,7 @@ def test_a_given_password_is_replaced_at_first_login_and_guessing_locks_out(embe
     expect(page.locator(".notice")).to_contain_text("Choose your own to continue")
     page.goto(f"{platform.url}/")  # nothing else opens first
     expect(page.get_by_role("heading", name="Change password")).to_be_visible()
-    page.screenshot(path=str(tmp_path / "password.png"), full_page=True)
-    shutil.copyfile(tmp_path / "password.png", Path("/tmp/affectloop-password-change.png"))
+    shot(page, "password-change")
     page.get_by_label("Old password").fill(given)
     page.get_by_label("New password", exact=True).fill("my own long passphrase")
     page.get_by_label("New password confirmation").fill("my own long passphrase")
@@ -147,5 +119,4 @@ def test_a_given_password_is_replaced_at_first_login_and_guessing_locks_out(embe
     page.get_by_label("Password").fill("my own long passphrase")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Too many failed logins")).to_be_visible()
-    page.screenshot(path=str(tmp_path / "locked.png"), full_page=True)
-    shutil.copyfile(tmp_path / "locked.png", Path("/tmp/affectloop-locked-out.png"))
+    shot(page, "locked-out")
