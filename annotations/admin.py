@@ -79,6 +79,19 @@ _PROJECT_PATHS = {
 }
 
 
+class ReadOnlyScopedAdmin(ProjectScopedAdmin):
+    """Rows written only by services (derived or append-only): visible, never added, changed or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -306,7 +319,7 @@ class ClipSkipAdmin(ProjectScopedAdmin):
 
 
 @admin.register(ClipLabel)
-class ClipLabelAdmin(ProjectScopedAdmin):
+class ClipLabelAdmin(ReadOnlyScopedAdmin):
     """Derived (services.clip_index): read-only; `manage.py reindex_clips` rebuilds it."""
 
     list_display = ["clip", "term", "family", "source", "score"]
@@ -314,32 +327,14 @@ class ClipLabelAdmin(ProjectScopedAdmin):
     search_fields = ["term", "clip__name"]
     raw_id_fields = ["clip"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(AnnotationRevision)
-class AnnotationRevisionAdmin(ProjectScopedAdmin):
+class AnnotationRevisionAdmin(ReadOnlyScopedAdmin):
     """Append-only: every submitted version as it was submitted."""
 
     project_path = "annotation__clip__project"
     list_display = ["annotation", "version", "created_at"]
     raw_id_fields = ["annotation"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(EmotionTerm)
@@ -442,21 +437,12 @@ class ExportAdmin(ProjectScopedAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ProjectScopedAdmin):
+class AuditEventAdmin(ReadOnlyScopedAdmin):
     """Read-only: the table is append-only (the database refuses updates and deletes)."""
 
     list_display = ["created_at", "actor", "project", "action", "object_type", "object_id"]
     list_filter = ["action", "object_type"]
     search_fields = ["object_id", "action"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- users ------------------------------------------------------------------------------------------------

@@ -425,6 +425,7 @@ def make_thumbnail(path, out_path, *, at_seconds: float, width: int = 320,
             tmp.unlink(missing_ok=True)
             raise
         if proc.returncode == 0 and tmp.exists() and tmp.stat().st_size > 0:
+            os.chmod(tmp, 0o640)  # like uploads: owner and group, whatever the umask
             os.replace(tmp, out_path)
             return
     tmp.unlink(missing_ok=True)

@@ -166,6 +166,7 @@ FILE_UPLOAD_HANDLERS = [
 ]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o640
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750  # never readable by other local users, whatever the umask
 # ffprobe and ffmpeg run under this address-space limit (a crafted file cannot take the host's memory).
 MEDIA_TOOL_MEMORY_MB = env_int("AFFECTLOOP_MEDIA_TOOL_MEMORY_MB", 1024, minimum=512)  # ffprobe needs ~300 MB for 4K
 DATA_UPLOAD_MAX_NUMBER_FILES = 20  # per request: each file is probed and hashed inside it; use import_clips for bulk

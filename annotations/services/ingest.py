@@ -240,12 +240,32 @@ def _import_user():
     return user
 
 
+MEDIA_DIR_MODE = 0o750  # owner and group (nginx reads media through the app's group in compose), never others
+
+
+def media_dirs(path: Path) -> None:
+    """Create `path` and its missing parents inside MEDIA_ROOT with MEDIA_DIR_MODE, whatever the umask of the
+    process (a command run by hand has 022; os.makedirs applies its mode to the last level only)."""
+    root = Path(settings.MEDIA_ROOT)
+    missing = []
+    for level in [path, *path.parents]:
+        if level.exists() or level == root.parent:
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            level.mkdir()
+        except FileExistsError:
+            continue  # another worker made it meanwhile
+        level.chmod(MEDIA_DIR_MODE)
+
+
 def _store_media(src: Path, rel: str) -> bool:
     """Copy into MEDIA_ROOT atomically (temp file + rename). Returns True if this call created the file."""
     dest = Path(settings.MEDIA_ROOT) / rel
     if dest.exists():
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    media_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
@@ -402,7 +422,7 @@ def process_clip(clip_id: int) -> str:
             raise media.MediaRejected("stored file does not match its checksum")
         thumb_rel = f"thumbs/{clip.project_id}/{clip.sha256[:2]}/{clip.sha256}.jpg"
         thumb_abs = Path(settings.MEDIA_ROOT) / thumb_rel
-        thumb_abs.parent.mkdir(parents=True, exist_ok=True)
+        media_dirs(thumb_abs.parent)
         media.make_thumbnail(path, thumb_abs, at_seconds=min(1.0, probe.duration / 2), limits=clip_limits)
     except media.MediaRejected as exc:
         # A concurrent run may have finished first: never turn a ready clip into a failed one.

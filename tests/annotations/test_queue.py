@@ -204,3 +204,15 @@ def test_priorities_are_rescored_once_the_verified_pool_has_grown(project, peopl
     assert all(c.priority != 0.5 and "disagreement" in c.al_signals for c in left)
     assert {c.disagreement > 0 for c in left if c.pk % 2} == {True}
     assert prelabel_run.rescore_priorities(Project.objects.get(pk=project.pk)) == 0  # not grown since
+
+
+def test_the_partial_queue_index_matches_the_states_that_need_humans():
+    """migrations/0011's WHERE must list exactly selectors.NEEDS_HUMANS, or the planner skips the index."""
+    import importlib
+    import re
+
+    from annotations import selectors
+
+    where = importlib.import_module("migrations.0011_partial_queue_index").WHERE
+    listed = set(re.findall(r"'(\w+)'", where.split("IN", 1)[1]))
+    assert listed == {str(s) for s in selectors.NEEDS_HUMANS} and "status = 'ready'" in where
