@@ -221,3 +221,50 @@ def test_the_managers_pages(embedded_platform, work_project, page):
     page.goto(f"{platform.url}/p/{work_project['slug']}/members/")
     expect(page.locator("table.members tbody tr")).to_have_count(3)
     shot(page, "members")
+
+
+def test_two_annotators_in_two_browsers_never_share_a_clip_beyond_the_overlap(embedded_platform, browser,
+                                                                                 tmp_path):
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    folder = tmp_path / "pair"
+    generate_sample_clips(folder, 2, seconds=1.0, width=160, height=120, seed=5, speech=False)
+    name = f"Pair {uuid.uuid4().hex[:6]}"
+    assert platform.manage("import_clips", str(folder), "--project", name, "--create-project").returncode == 0
+    users = json.loads(shell(platform, f"""
+import json, time
+from django.contrib.auth import get_user_model
+from annotations.models import Clip, Project, Role
+from annotations.services.projects import set_membership
+project = Project.objects.get(name={name!r})
+deadline = time.time() + 60
+while Clip.objects.filter(project=project).exclude(status="ready").exists() and time.time() < deadline:
+    time.sleep(0.3)
+names = []
+for n in ("p1", "p2", "p3"):
+    u, _ = get_user_model().objects.get_or_create(username=n + project.slug[-6:])
+    u.set_password("annotator-pass-1"); u.save()
+    set_membership(project=project, user=u, role=Role.ANNOTATOR)
+    names.append(u.username)
+print(json.dumps({{"slug": project.slug, "users": names}}))
+""").splitlines()[-1])
+    contexts = [browser.new_context() for _ in users["users"]]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for page, user in zip(pages, users["users"]):
+            log_in(page, platform, user)
+            page.goto(f"{platform.url}/p/{users['slug']}/work/")
+        for page in pages:  # overlap 1, two clips, three annotators
+            page.get_by_role("button", name="Start annotating").click()
+        got = []
+        for page in pages:
+            page.wait_for_load_state()
+            match = re.search(r"/clips/(\d+)/$", page.url)
+            got.append(match.group(1) if match else None)
+        claimed = [g for g in got if g]
+        assert len(claimed) == 2 and len(set(claimed)) == 2, got
+        expect(pages[got.index(None)].locator(".messages")).to_contain_text("Nothing in the queue")
+    finally:
+        for c in contexts:
+            c.close()
