@@ -163,6 +163,14 @@ def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, b
         shot(second, "clip-conflict")
         second.locator("#conflict-take-stored").click()
         expect(second.locator("#labels li")).to_have_count(2)
+        # The first tab submits; the second, still on the old version, submits too: a conflict, not a
+        # second submission.
+        clip_url = first.url
+        first.locator("body").press("Control+Enter")
+        first.wait_for_url(lambda url: url != clip_url)
+        second.locator("body").press("Control+Enter")
+        expect(second.locator("#conflict-dialog")).to_be_visible(timeout=10_000)
+        expect(second.locator("#save-status")).to_contain_text("Conflict")
     finally:
         context.close()
 
