@@ -37,13 +37,17 @@ def _json_body(request) -> dict:
 def _version(data) -> int:
     try:
         return int(data.get("version"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise annotating.AnnotationError("the request names no version") from None
 
 
 def _state(annotation: Annotation) -> dict:
     return {"id": annotation.pk, "version": annotation.version, "labels": annotation.labels,
             "status": annotation.status}
+
+
+def _lease_lost(exc: annotating.LeaseLost) -> JsonResponse:
+    return JsonResponse({"error": str(exc), "code": "lease"}, status=409)
 
 
 def _conflict(exc: annotating.Conflict) -> JsonResponse:
@@ -81,8 +85,9 @@ def next_clip(request, slug):
         messages.info(request, "Nothing in the queue for you right now." if kind == queue.ANNOTATE
                       else "Nothing waits for review right now.")
         return redirect("annotations:work", slug=project.slug)
-    name = "annotations:clip-review" if kind == queue.REVIEW else "annotations:clip-annotate"
-    return redirect(name, clip_id=lease.clip_id)
+    if kind == queue.REVIEW:
+        return redirect("annotations:clip-review", clip_id=lease.clip_id)
+    return redirect(reverse("annotations:clip-annotate", args=[lease.clip_id]) + "?take=1")
 
 
 # --- the clip page ----------------------------------------------------------------------------------------
@@ -94,7 +99,10 @@ def clip_annotate(request, clip_id):
     project = clip.project
     mine = Annotation.objects.filter(clip=clip, annotator=request.user).first()
     editable, lease = False, None
-    if mine is None or mine.status == Annotation.Status.DRAFT:
+    # Opening a clip from a list is a preview: only the queue (?take=1) or one's own draft claims it, so a
+    # manager looking at clips never takes annotators' places.
+    taking = request.GET.get("take") == "1" or (mine is not None and mine.status == Annotation.Status.DRAFT)
+    if taking:
         try:
             lease = queue.claim(request.user, clip)
         except queue.QueueError as exc:
@@ -110,7 +118,8 @@ def clip_annotate(request, clip_id):
     suggestions = (selectors.model_suggestions(clip, vocab)
                    if mode != "hide" else {"chips": [], "backends": [], "fused_version": ""})
     page = {
-        "annotation": _state(mine), "editable": editable, "mode": mode,
+        "annotation": _state(mine) if mine else {"id": None, "version": 0, "labels": [], "status": "none"},
+        "editable": editable, "mode": mode,
         "fps": clip.fps or 25.0, "duration": clip.duration,
         "segments": (clip.metadata or {}).get("transcript_segments") or [],
         "leaseSeconds": config.annotation.lease_minutes * 60,
@@ -123,12 +132,13 @@ def clip_annotate(request, clip_id):
             "work": reverse("annotations:work", args=[project.slug]),
         },
         "chips": suggestions["chips"],
-        "families": {lab["term"]: vocab.family(lab["term"]) or "unassigned" for lab in mine.labels},
+        "families": {lab["term"]: vocab.family(lab["term"]) or "unassigned" for lab in (mine.labels if mine else [])},
     }
     return render(request, "annotations/clip_annotate.html", {
         "project": project, "clip": clip, "annotation": mine, "page": page, "suggestions": suggestions,
         "mode": mode, "editable": editable, "lease": lease, "guidelines": _guidelines(config),
         "rejection": selectors.rejection(mine) if mine and mine.status == Annotation.Status.DRAFT else None,
+        "can_review": selectors.has_role(request.user, project, Role.REVIEWER),
     })
 
 
@@ -159,6 +169,8 @@ def clip_draft(request, clip_id):
                                       lead_time=data.get("lead_time"))
     except annotating.Conflict as exc:
         return _conflict(exc)
+    except annotating.LeaseLost as exc:
+        return _lease_lost(exc)
     except annotating.AnnotationError as exc:
         return _bad(exc)
     return JsonResponse({"annotation": _state(saved), "saved_at": saved.updated_at.isoformat()})
@@ -174,6 +186,8 @@ def clip_submit(request, clip_id):
                                  idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time"))
     except annotating.Conflict as exc:
         return _conflict(exc)
+    except annotating.LeaseLost as exc:
+        return _lease_lost(exc)
     except annotating.AnnotationError as exc:
         return _bad(exc)
     return JsonResponse({"annotation": _state(done),
@@ -202,7 +216,7 @@ def clip_skip(request, clip_id):
         queue.skip(request.user, clip, request.POST.get("reason", ""))
     except queue.QueueError as exc:
         messages.error(request, str(exc))
-        return redirect("annotations:clip-annotate", clip_id=clip.pk)
+        return redirect(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
     messages.info(request, f"Skipped {clip.name}.")
     return next_clip(request, clip.project.slug)
 
@@ -217,7 +231,7 @@ def next_annotate(request, slug):
     if lease is None:
         messages.success(request, "Submitted. Nothing more in the queue for you right now.")
         return redirect("annotations:work", slug=project.slug)
-    return redirect("annotations:clip-annotate", clip_id=lease.clip_id)
+    return redirect(reverse("annotations:clip-annotate", args=[lease.clip_id]) + "?take=1")
 
 
 # --- vocabulary -------------------------------------------------------------------------------------------
@@ -294,7 +308,8 @@ def _review_decision(request, clip):
     if annotation.annotator_id == request.user.pk:
         messages.error(request, "You cannot review your own annotation.")
         return redirect("annotations:clip-review", clip_id=clip.pk)
-    if str(annotation.version) != request.POST.get("version"):
+    version = request.POST.get("version", "")
+    if not version.isdecimal() or len(version) > 9:
         messages.error(request, "The annotation changed since you opened it; look again.")
         return redirect("annotations:clip-review", clip_id=clip.pk)
     decision = request.POST.get("decision", "")
@@ -307,7 +322,7 @@ def _review_decision(request, clip):
             return redirect("annotations:clip-review", clip_id=clip.pk)
     try:
         reviews.review(annotation, reviewer=request.user, decision=decision,
-                       reason=request.POST.get("reason", "").strip(), fixed_labels=fixed)
+                       reason=request.POST.get("reason", "").strip(), fixed_labels=fixed, version=int(version))
     except reviews.ReviewError as exc:
         messages.error(request, str(exc))
         return redirect("annotations:clip-review", clip_id=clip.pk)
@@ -330,6 +345,10 @@ def _review_decision(request, clip):
 @require_GET
 def clip_history(request, clip_id):
     clip = selectors.clip_for(request.user, clip_id)
+    # Annotators label independently: others' labels and verdicts only after their own submit.
+    if not selectors.has_role(request.user, clip.project, Role.REVIEWER) and not Annotation.objects.filter(
+            clip=clip, annotator=request.user, status=Annotation.Status.SUBMITTED).exists():
+        raise Http404("No history to show yet")
     return render(request, "annotations/clip_history.html", {
         "project": clip.project, "clip": clip, "events": annotating.history(clip),
         "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user"),
@@ -389,7 +408,7 @@ def clip_list(request, slug):
 
     project = selectors.project_for(request.user, slug, Role.MANAGER)
     if request.method == "POST":
-        ids = [int(x) for x in request.POST.getlist("clip") if x.isdigit()]
+        ids = [int(x) for x in request.POST.getlist("clip") if x.isdecimal() and len(x) < 19]
         chosen = Clip.objects.filter(project=project, pk__in=ids)
         action = request.POST.get("action")
         if not ids:
@@ -414,7 +433,7 @@ def clip_list(request, slug):
         clips = clips.order_by(F("priority").desc(nulls_last=True), "id")
         if after:
             p, _, last = after.partition(":")
-            if last.isdigit():
+            if last.isdecimal() and len(last) < 19:
                 if p == "none":
                     clips = clips.filter(priority__isnull=True, pk__gt=int(last))
                 else:
@@ -427,7 +446,7 @@ def clip_list(request, slug):
                                              | Q(priority__isnull=True))
     else:
         clips = clips.order_by("-id")
-        if after.isdigit():
+        if after.isdecimal() and len(after) < 19:
             clips = clips.filter(pk__lt=int(after))
     rows = list(clips.select_related(None)[:PAGE + 1])
     more = len(rows) > PAGE

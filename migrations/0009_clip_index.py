@@ -61,4 +61,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('clip', 'source', 'term'), name='cliplabel_unique')],
             },
         ),
+        migrations.RunPython(fill_splits, migrations.RunPython.noop),
     ]

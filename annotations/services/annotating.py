@@ -11,6 +11,8 @@ Stored labels: [{"term": word as chosen, "source": "human" | a backend name, "no
 
 from __future__ import annotations
 
+import math
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,6 +28,10 @@ MAX_LEAD_STEP = 15 * 60.0  # seconds of focus one save may add: a client cannot 
 
 class AnnotationError(ValueError):
     """Bad input: safe to show."""
+
+
+class LeaseLost(AnnotationError):
+    """The writer no longer holds a place on the clip and none is free: the draft is kept, nothing written."""
 
 
 class Conflict(Exception):
@@ -107,13 +113,25 @@ def start(user, clip: Clip) -> Annotation:
 
 
 def _locked(annotation: Annotation) -> Annotation:
+    """The annotation, and first its clip, locked: submits, reviews and claims on one clip count its
+    submissions one at a time (two concurrent submits must not both see "one of two")."""
+    Clip.objects.select_for_update().filter(pk=annotation.clip_id).first()
     return Annotation.objects.select_for_update().select_related("clip__project").get(pk=annotation.pk)
+
+
+def _hold_place(current: Annotation) -> None:
+    try:
+        queue.ensure_lease(current.annotator, current.clip)
+    except queue.QueueError as exc:
+        raise LeaseLost(str(exc)) from None
 
 
 def _lead(seconds) -> float:
     try:
         value = float(seconds or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if not math.isfinite(value):
         return 0.0
     return min(max(value, 0.0), MAX_LEAD_STEP)
 
@@ -127,6 +145,7 @@ def save_draft(annotation: Annotation, *, labels, base_version: int, lead_time=0
             raise Conflict(current, "This annotation was already submitted.")
         if base_version != current.version:
             raise Conflict(current)
+        _hold_place(current)
         current.labels = labels
         current.version += 1
         current.lead_time += _lead(lead_time)
@@ -149,6 +168,7 @@ def submit(annotation: Annotation, *, labels, base_version: int, idempotency_key
             raise Conflict(current, "This annotation was already submitted.")
         if base_version != current.version:
             raise Conflict(current)
+        _hold_place(current)
         current.labels = labels
         current.status = Annotation.Status.SUBMITTED
         current.version += 1

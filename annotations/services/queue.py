@@ -57,6 +57,13 @@ def _held_by_others(user, kind):
     return _count(live(ClipLease.objects.filter(clip=OuterRef("pk"), kind=kind)).exclude(user=user))
 
 
+def _returned_to_others():
+    """Drafts of other annotators that a reviewer sent back (a draft with a review was rejected): their
+    authors keep their place until they submit again."""
+    return Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.DRAFT).filter(
+        Exists(Review.objects.filter(annotation=OuterRef("pk"))))
+
+
 def held(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
     """The user's live lease of this kind in the project, if any (a reload resumes it)."""
     return (live(ClipLease.objects.filter(user=user, kind=kind, clip__project=project))
@@ -70,8 +77,9 @@ def annotate_candidates(user, project: Project) -> QuerySet[Clip]:
     return (selectors.needs_humans(project.clips.filter(status=Clip.Status.READY))
             .exclude(Exists(mine.filter(status=Annotation.Status.SUBMITTED)))
             .exclude(Exists(ClipSkip.objects.filter(clip=OuterRef("pk"), user=user)))
-            .annotate(n_submitted=_submitted(), n_held=_held_by_others(user, ANNOTATE))
-            .filter(n_submitted__lt=overlap - F("n_held"))
+            .annotate(n_submitted=_submitted(), n_held=_held_by_others(user, ANNOTATE),
+                      n_returned=_count(_returned_to_others().exclude(annotator=user)))
+            .filter(n_submitted__lt=overlap - F("n_held") - F("n_returned"))
             .order_by(F("priority").desc(nulls_last=True), "id"))
 
 
@@ -94,7 +102,9 @@ SELECT (SELECT COUNT(*) FROM annotations_annotation WHERE clip_id = %s AND statu
          WHERE clip_id = %s AND kind = 'annotate' AND expires_at > %s AND user_id <> %s),
        (SELECT COUNT(*) FROM annotations_annotation WHERE clip_id = %s AND annotator_id = %s
          AND status = 'submitted'),
-       (SELECT COUNT(*) FROM annotations_clipskip WHERE clip_id = %s AND user_id = %s)
+       (SELECT COUNT(*) FROM annotations_clipskip WHERE clip_id = %s AND user_id = %s),
+       (SELECT COUNT(*) FROM annotations_annotation a WHERE a.clip_id = %s AND a.annotator_id <> %s
+         AND a.status = 'draft' AND EXISTS (SELECT 1 FROM annotations_review r WHERE r.annotation_id = a.id))
 """
 
 
@@ -108,9 +118,11 @@ def _still_open(clip: Clip, user, kind: str) -> bool:
         return False
     overlap = project_config(clip.project).annotation.overlap
     with connection.cursor() as cursor:
-        cursor.execute(_RECOUNT, [clip.pk, clip.pk, timezone.now(), user.pk, clip.pk, user.pk, clip.pk, user.pk])
-        submitted, held_by_others, mine, skipped = cursor.fetchone()
-    return not mine and not skipped and submitted + held_by_others < overlap
+        now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the backend stores datetimes
+        cursor.execute(_RECOUNT, [clip.pk, clip.pk, now, user.pk, clip.pk, user.pk, clip.pk, user.pk,
+                                  clip.pk, user.pk])
+        submitted, held_by_others, mine, skipped, returned = cursor.fetchone()
+    return not mine and not skipped and submitted + held_by_others + returned < overlap
 
 
 def _lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
@@ -121,6 +133,18 @@ def _lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
 
 def _wait_lock(clips: QuerySet[Clip]) -> QuerySet[Clip]:
     return clips.select_for_update(of=("self",)) if connection.features.has_select_for_update else clips
+
+
+def _locked_candidates(candidates: QuerySet[Clip], wait: bool):
+    """The first few candidates, locked. Waiting, lock one row at a time further down the queue: locking a
+    block at once would make every other claimer skip, then wait on, the whole block."""
+    if not wait:
+        yield from _lock(candidates.select_related("project"))[:CANDIDATES]
+        return
+    for pk in list(candidates.values_list("pk", flat=True)[:CANDIDATES * 16]):
+        clip = _wait_lock(Clip.objects.filter(pk=pk).select_related("project")).first()
+        if clip is not None:
+            yield clip
 
 
 def _take(clip: Clip, user, kind: str) -> ClipLease:
@@ -146,9 +170,7 @@ def next_clip(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
 
 def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[ClipLease | None, bool]:
     """(lease, contended): contended when there were candidates but others held them all locked."""
-    lock = _wait_lock if wait else _lock
     # Waiting on locks means the first few are full once we get them: look further down the queue.
-    limit = CANDIDATES * 16 if wait else CANDIDATES
     with transaction.atomic():
         current = held(user, project, kind)
         if current is not None:
@@ -158,10 +180,10 @@ def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[C
                                                           clip__project=project).exists():
             # Work this user started and put down (an expired lease, a rejected submit) comes first.
             own = candidates.filter(annotations__annotator=user, annotations__status=Annotation.Status.DRAFT)
-            for clip in lock(own.select_related("project"))[:limit]:
+            for clip in _locked_candidates(own, wait):
                 if _still_open(clip, user, kind):
                     return _take(clip, user, kind), False
-        for clip in lock(candidates.select_related("project"))[:limit]:
+        for clip in _locked_candidates(candidates, wait):
             if _still_open(clip, user, kind):
                 return _take(clip, user, kind), False
         contended = connection.features.has_select_for_update_skip_locked and candidates.exists()
@@ -174,10 +196,22 @@ def claim(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
         current = live(ClipLease.objects.filter(user=user, clip=clip, kind=kind)).first()
         if current is not None:
             return renew(current)
-        locked = _lock(Clip.objects.filter(pk=clip.pk)).select_related("project").first()
+        # Wait for this one row (another claim holds it for milliseconds) rather than skip it.
+        locked = _wait_lock(Clip.objects.filter(pk=clip.pk)).select_related("project").first()
         if locked is None or not _still_open(locked, user, kind):
             raise QueueError("This clip is not open to you right now: others hold it, or it is done.")
         return _take(locked, user, kind)
+
+
+def ensure_lease(user, clip: Clip) -> ClipLease:
+    """A write to a draft needs the writer's place on the clip: their live lease, or a new claim where the
+    rules still allow one. QueueError when someone else has the place now (the tab slept, a manager
+    released it): the draft is kept, and the page goes read-only."""
+    current = live(ClipLease.objects.filter(user=user, clip=clip, kind=ANNOTATE)).first()
+    if current is not None:
+        return current
+    ClipLease.objects.filter(user=user, clip=clip, kind=ANNOTATE).delete()  # an expired one
+    return claim(user, clip, ANNOTATE)
 
 
 def renew(lease: ClipLease) -> ClipLease:

@@ -16,7 +16,7 @@ class ReviewError(ValueError):
 
 
 def review(annotation: Annotation, *, reviewer, decision: str, reason: str = "", fixed_labels: list | None = None,
-           automatic: bool = False) -> Review:
+           automatic: bool = False, version: int | None = None) -> Review:
     """Record a verdict on an annotation's current version and re-derive the clip's label state."""
     if decision not in Review.Decision.values:
         raise ReviewError(f"unknown decision {decision!r}")
@@ -25,6 +25,14 @@ def review(annotation: Annotation, *, reviewer, decision: str, reason: str = "",
     if decision == Review.Decision.FIX and not fixed_labels:
         raise ReviewError("a fix needs the corrected labels")
     with transaction.atomic():
+        # Lock the clip, then the annotation, and judge what is stored now: a concurrent reject or resubmit
+        # must not be accepted by a verdict given on what the reviewer saw earlier.
+        Clip.objects.select_for_update().filter(pk=annotation.clip_id).first()
+        annotation = Annotation.objects.select_for_update().select_related("clip__project").get(pk=annotation.pk)
+        if annotation.status != Annotation.Status.SUBMITTED:
+            raise ReviewError("This annotation is no longer waiting for review.")
+        if version is not None and annotation.version != version:
+            raise ReviewError("The annotation changed since you opened it; look again.")
         verdict = Review.objects.create(annotation=annotation, reviewer=reviewer, decision=decision, reason=reason,
                                         fixed_labels=fixed_labels if decision == Review.Decision.FIX else None,
                                         annotation_version=annotation.version, automatic=automatic)

@@ -216,3 +216,26 @@ def test_the_partial_queue_index_matches_the_states_that_need_humans():
     where = importlib.import_module("migrations.0011_partial_queue_index").WHERE
     listed = set(re.findall(r"'(\w+)'", where.split("IN", 1)[1]))
     assert listed == {str(s) for s in selectors.NEEDS_HUMANS} and "status = 'ready'" in where
+
+
+def test_rejected_work_keeps_its_authors_place(project, people):
+    clip = ready_clip(project, 1, 0.9)
+    queue.claim(people["alice"], clip)
+    a = annotating.start(people["alice"], clip)
+    a = annotating.submit(a, labels=["bored"], base_version=a.version)
+    reviews.review(a, reviewer=people["rita"], decision="reject", reason="look again")
+    assert queue.next_clip(people["bob"], project) is None  # overlap 1: the place is Alice's
+    with pytest.raises(queue.QueueError):
+        queue.claim(people["bob"], clip)
+    assert queue.next_clip(people["alice"], project).clip == clip
+
+
+def test_a_verdict_on_what_changed_meanwhile_is_refused(project, people):
+    clip = ready_clip(project, 1)
+    queue.claim(people["alice"], clip)
+    a = annotating.start(people["alice"], clip)
+    a = annotating.submit(a, labels=["bored"], base_version=a.version)
+    seen = a.version
+    reviews.review(a, reviewer=people["rita"], decision="reject", reason="look again")
+    with pytest.raises(reviews.ReviewError, match="no longer waiting"):
+        reviews.review(a, reviewer=people["carol"], decision="accept", version=seen)

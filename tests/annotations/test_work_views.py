@@ -85,7 +85,7 @@ def test_labels_and_transcripts_are_escaped_on_every_page(client, project, annot
 def test_draft_saves_conflicts_and_bad_input(client, project, annotator):
     clip = ready_clip(project, 1)
     client.force_login(annotator)
-    page = client.get(reverse("annotations:clip-annotate", args=[clip.pk]))
+    page = client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
     data = json.loads(re.search(r'<script id="clip-data" type="application/json">(.*?)</script>',
                                 page.content.decode(), re.S).group(1))
     assert data["editable"] and data["annotation"]["version"] == 1
@@ -102,7 +102,7 @@ def test_draft_saves_conflicts_and_bad_input(client, project, annotator):
 def test_submit_is_applied_once_and_leads_to_the_next_clip(client, project, annotator):
     clip, other = ready_clip(project, 1), ready_clip(project, 2)
     client.force_login(annotator)
-    client.get(reverse("annotations:clip-annotate", args=[clip.pk]))
+    client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
     url = reverse("annotations:clip-submit", args=[clip.pk])
     first = post_json(client, url, {"labels": ["calm"], "version": 1, "key": "same-key"})
     retry = post_json(client, url, {"labels": ["calm"], "version": 1, "key": "same-key"})
@@ -111,13 +111,13 @@ def test_submit_is_applied_once_and_leads_to_the_next_clip(client, project, anno
     again = post_json(client, url, {"labels": ["calm"], "version": 1, "key": "another-key"})
     assert again.status_code == 409
     nxt = client.get(first.json()["next"])
-    assert nxt.status_code == 302 and nxt["Location"] == reverse("annotations:clip-annotate", args=[other.pk])
+    assert nxt.status_code == 302 and nxt["Location"] == reverse("annotations:clip-annotate", args=[other.pk]) + "?take=1"
 
 
 def test_skip_needs_a_reason(client, project, annotator):
     clip = ready_clip(project, 1)
     client.force_login(annotator)
-    client.get(reverse("annotations:clip-annotate", args=[clip.pk]))
+    client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
     response = client.post(reverse("annotations:clip-skip", args=[clip.pk]), {"reason": ""}, follow=True)
     assert "Say why you skip this clip." in response.content.decode()
     response = client.post(reverse("annotations:clip-skip", args=[clip.pk]), {"reason": "no face"})
@@ -143,7 +143,7 @@ def test_a_reviewer_rejects_one_annotation_and_accepts_another(client, project, 
     clip = ready_clip(project, 1)
     for user, label in ((annotator, "bored"), (bob, "amused")):
         client.force_login(user)
-        client.get(reverse("annotations:clip-annotate", args=[clip.pk]))
+        client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
         assert post_json(client, reverse("annotations:clip-submit", args=[clip.pk]),
                          {"labels": [label], "version": 1, "key": label}).status_code == 200
     client.force_login(reviewer)
@@ -160,7 +160,7 @@ def test_a_reviewer_rejects_one_annotation_and_accepts_another(client, project, 
     assert Review.objects.filter(annotation=bob_a, decision="accept").exists()
     # Alice sees the reason at the top of her clip.
     client.force_login(annotator)
-    html = client.get(reverse("annotations:clip-annotate", args=[clip.pk])).content.decode()
+    html = client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1").content.decode()
     assert "Returned by rita" in html and "she is amused" in html
 
 
@@ -171,3 +171,50 @@ def test_a_project_of_another_team_is_invisible(client, project, annotator, djan
     client.force_login(annotator)
     assert client.get(reverse("annotations:clip-annotate", args=[clip.pk])).status_code == 404
     assert client.get(reverse("annotations:vocabulary", args=[other.slug]), {"q": "a"}).status_code == 404
+
+
+def test_opening_a_clip_from_a_list_is_a_preview_that_takes_no_place(client, project, manager, annotator):
+    from annotations.models import ClipLease
+
+    clip = ready_clip(project, 1)
+    client.force_login(manager)
+    page = client.get(reverse("annotations:clip-annotate", args=[clip.pk])).content.decode()
+    assert "Annotate this clip" in page and not ClipLease.objects.exists() and not Annotation.objects.exists()
+    client.force_login(annotator)
+    assert client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1").status_code == 200
+    assert ClipLease.objects.filter(user=annotator).exists()
+    # Others' work stays hidden from an annotator until they have submitted their own.
+    assert client.get(reverse("annotations:clip-history", args=[clip.pk])).status_code == 404
+
+
+def test_a_write_without_a_place_keeps_the_draft_and_says_so(client, project, annotator, django_user_model):
+    from annotations.models import ClipLease
+    from annotations.services import queue
+
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-1234567")
+    set_membership(project=project, user=bob, role=Role.ANNOTATOR)
+    clip = ready_clip(project, 1)
+    client.force_login(annotator)
+    client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
+    ClipLease.objects.filter(user=annotator).delete()  # a manager released it; Bob took the place
+    queue.claim(bob, clip)
+    for name in ("clip-draft", "clip-submit"):
+        response = post_json(client, reverse(f"annotations:{name}", args=[clip.pk]),
+                             {"labels": ["calm"], "version": 1, "key": "k"})
+        assert response.status_code == 409 and response.json()["code"] == "lease", name
+    a = Annotation.objects.get(annotator=annotator)
+    assert a.status == "draft" and a.labels == [] and a.version == 1
+
+
+def test_garbage_numbers_are_400s_not_500s(client, project, annotator, manager):
+    clip = ready_clip(project, 1)
+    client.force_login(annotator)
+    client.get(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
+    url = reverse("annotations:clip-draft", args=[clip.pk])
+    assert client.post(url, '{"labels": [], "version": 1e400}', content_type="application/json").status_code == 400
+    ok = client.post(url, '{"labels": ["calm"], "version": 1, "lead_time": NaN}', content_type="application/json")
+    assert ok.status_code == 200 and Annotation.objects.get(annotator=annotator).lead_time == 0
+    client.force_login(manager)
+    listing = reverse("annotations:clip-list", args=[project.slug])
+    assert client.get(listing, {"after": "²"}).status_code == 200
+    assert client.post(listing, {"action": "release", "clip": ["²"]}).status_code == 302

@@ -86,6 +86,8 @@
       if (status === 200) {
         state.version = payload.annotation.version;
         if (!state.dirty) setStatus("Saved", "saved");
+      } else if (status === 409 && payload.code === "lease") {
+        leaseLost(payload.error);
       } else if (status === 409) {
         state.dirty = true;
         showConflict(payload);
@@ -102,6 +104,15 @@
       state.saving = false;
       if (state.dirty && !$("conflict-dialog").open) { clearTimeout(saveTimer); saveTimer = setTimeout(save, SAVE_DELAY_MS); }
     }
+  }
+
+  function leaseLost(message) {
+    // Someone else has this clip's place now: stop writing (the server kept the draft as it was).
+    data.editable = false;
+    state.dirty = false;
+    clearTimeout(saveTimer);
+    setStatus(message || "You no longer hold this clip; your last saved draft is kept.", "error");
+    for (const el of document.querySelectorAll("#label-input, #submit, #accept-all, .remove, .evidence-toggle")) el.disabled = true;
   }
 
   window.addEventListener("beforeunload", (event) => {
@@ -312,6 +323,14 @@
   }
 
   // --- submit ------------------------------------------------------------------------------------------
+  function idempotencyKey() {
+    // randomUUID exists only in secure contexts (HTTPS, localhost); plain HTTP on a LAN has getRandomValues.
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   async function submit() {
     if (!data.editable || state.submitting) return;
     if (!state.labels.length) { setStatus("Add at least one label before submitting", "error"); return; }
@@ -319,12 +338,13 @@
     while (state.saving) await new Promise((r) => setTimeout(r, 50));
     state.submitting = true;
     setStatus("Submitting…", "saving");
-    const body = { labels: state.labels, version: state.version, key: crypto.randomUUID(), lead_time: takeLeadTime() };
+    const body = { labels: state.labels, version: state.version, key: idempotencyKey(), lead_time: takeLeadTime() };
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const { status, payload } = await post(data.urls.submit, body);  // the same key on a retry: applied once
         if (status === 200) { state.dirty = false; window.location.assign(payload.next); return; }
         state.submitting = false;
+        if (status === 409 && payload.code === "lease") { leaseLost(payload.error); return; }
         if (status === 409) { showConflict(payload); return; }
         setStatus(payload.error || `Not submitted (error ${status})`, "error");
         return;
