@@ -265,3 +265,45 @@ def live_progress(project: Project) -> dict:
                 or needing.exists() or (for_models is not None and for_models.exists()))
 
     return {"counts": counts, "prelabel": prelabel, "busy": busy}
+
+
+def clip_page(clips: QuerySet[Clip], *, order: str, after: str, size: int) -> dict:
+    """One keyset page of clips (no OFFSET, no COUNT), with each clip's indexed labels:
+    {"rows": [(clip, [(term, source), ...])], "more": bool, "cursor": str}. `order` is "new" (id DESC) or
+    "priority" (priority DESC NULLS LAST, id); the cursor is the last id, or "priority:id" ("none:id" once
+    past the scored clips). A malformed cursor is ignored: the first page."""
+    from django.db.models import F
+
+    from .models import ClipLabel
+
+    if order == "priority":
+        clips = clips.order_by(F("priority").desc(nulls_last=True), "id")
+        p, _, last = after.partition(":")
+        if last.isdecimal() and len(last) < 19:
+            if p == "none":
+                clips = clips.filter(priority__isnull=True, pk__gt=int(last))
+            else:
+                try:
+                    value = float(p)
+                except ValueError:
+                    value = None
+                if value is not None:
+                    clips = clips.filter(Q(priority__lt=value) | Q(priority=value, pk__gt=int(last))
+                                         | Q(priority__isnull=True))
+    else:
+        clips = clips.order_by("-id")
+        if after.isdecimal() and len(after) < 19:
+            clips = clips.filter(pk__lt=int(after))
+    rows = list(clips[:size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = ""
+    if more and rows:
+        last = rows[-1]
+        cursor = (f"{'none' if last.priority is None else repr(last.priority)}:{last.pk}" if order == "priority"
+                  else str(last.pk))
+    labels: dict[int, list] = {}
+    for clip_id, term, source in ClipLabel.objects.filter(clip_id__in=[c.pk for c in rows]).values_list(
+            "clip_id", "term", "source"):
+        labels.setdefault(clip_id, []).append((term, source))
+    return {"rows": [(c, labels.get(c.pk, [])) for c in rows], "more": more, "cursor": cursor}

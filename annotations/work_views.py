@@ -19,9 +19,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors
-from .models import Annotation, ClipLease, Review, Role
+from .filters import ClipFilter
+from .forms import MemberForm
+from .models import Annotation, Clip, ClipLease, Membership, Review, Role
 from .project_config import project_config
-from .services import annotating, queue, reviews, vocabulary
+from .services import annotating, prelabel, projects, queue, reviews, vocabulary
 
 
 def _json_body(request) -> dict:
@@ -159,37 +161,38 @@ def _mine(request, clip_id) -> Annotation:
     return annotation
 
 
-@login_required
-@require_POST
-def clip_draft(request, clip_id):
+def _write(request, clip_id, write):
+    """Run one write of the clip page's script; its errors become the JSON answers the script expects."""
     annotation = _mine(request, clip_id)
     try:
         data = _json_body(request)
-        saved = annotating.save_draft(annotation, labels=data.get("labels"), base_version=_version(data),
-                                      lead_time=data.get("lead_time"))
+        return write(annotation, data), None
     except annotating.Conflict as exc:
-        return _conflict(exc)
+        return None, _conflict(exc)
     except annotating.LeaseLost as exc:
-        return _lease_lost(exc)
+        return None, _lease_lost(exc)
     except annotating.AnnotationError as exc:
-        return _bad(exc)
+        return None, _bad(exc)
+
+
+@login_required
+@require_POST
+def clip_draft(request, clip_id):
+    saved, error = _write(request, clip_id, lambda annotation, data: annotating.save_draft(
+        annotation, labels=data.get("labels"), base_version=_version(data), lead_time=data.get("lead_time")))
+    if error:
+        return error
     return JsonResponse({"annotation": _state(saved), "saved_at": saved.updated_at.isoformat()})
 
 
 @login_required
 @require_POST
 def clip_submit(request, clip_id):
-    annotation = _mine(request, clip_id)
-    try:
-        data = _json_body(request)
-        done = annotating.submit(annotation, labels=data.get("labels"), base_version=_version(data),
-                                 idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time"))
-    except annotating.Conflict as exc:
-        return _conflict(exc)
-    except annotating.LeaseLost as exc:
-        return _lease_lost(exc)
-    except annotating.AnnotationError as exc:
-        return _bad(exc)
+    done, error = _write(request, clip_id, lambda annotation, data: annotating.submit(
+        annotation, labels=data.get("labels"), base_version=_version(data),
+        idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time")))
+    if error:
+        return error
     return JsonResponse({"annotation": _state(done),
                          "next": reverse("annotations:next-annotate", args=[done.clip.project.slug])})
 
@@ -360,10 +363,6 @@ def clip_history(request, clip_id):
 @require_http_methods(["GET", "POST"])
 def members(request, slug):
     """Managers add people by exact username, set roles and trust, and remove them, without the admin."""
-    from .forms import MemberForm
-    from .models import Membership
-    from .services import projects
-
     project = selectors.project_for(request.user, slug, Role.MANAGER)
     form = MemberForm(request.POST or None, addable=selectors.addable_members(request.user))
     if request.method == "POST":
@@ -402,10 +401,6 @@ PAGE = 50
 def clip_list(request, slug):
     """Filter, sort by newest or by queue priority, page by keyset (no COUNT over the table), act on a
     selection. The filters are filters.ClipFilter, which the REST API shares."""
-    from .filters import ClipFilter
-    from .models import Clip
-    from .services import prelabel
-
     project = selectors.project_for(request.user, slug, Role.MANAGER)
     if request.method == "POST":
         ids = [int(x) for x in request.POST.getlist("clip") if x.isdecimal() and len(x) < 19]
@@ -425,46 +420,10 @@ def clip_list(request, slug):
     clip_filter = ClipFilter(request.GET or None, queryset=project.clips.all(), project=project)
     clips = clip_filter.qs if clip_filter.is_bound and clip_filter.is_valid() else project.clips.all()
     order = request.GET.get("order", "new")
-    after = request.GET.get("after", "")
-    if order == "priority":
-        # Keyset on (priority DESC NULLS LAST, id): the cursor is "priority:id" ("none:id" past the scored).
-        from django.db.models import F, Q
-
-        clips = clips.order_by(F("priority").desc(nulls_last=True), "id")
-        if after:
-            p, _, last = after.partition(":")
-            if last.isdecimal() and len(last) < 19:
-                if p == "none":
-                    clips = clips.filter(priority__isnull=True, pk__gt=int(last))
-                else:
-                    try:
-                        value = float(p)
-                    except ValueError:
-                        value = None
-                    if value is not None:
-                        clips = clips.filter(Q(priority__lt=value) | Q(priority=value, pk__gt=int(last))
-                                             | Q(priority__isnull=True))
-    else:
-        clips = clips.order_by("-id")
-        if after.isdecimal() and len(after) < 19:
-            clips = clips.filter(pk__lt=int(after))
-    rows = list(clips.select_related(None)[:PAGE + 1])
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
-    cursor = ""
-    if more and rows:
-        last = rows[-1]
-        cursor = (f"{'none' if last.priority is None else repr(last.priority)}:{last.pk}" if order == "priority"
-                  else str(last.pk))
-    labels: dict[int, list] = {}
-    from .models import ClipLabel
-
-    for clip_id, term, source in ClipLabel.objects.filter(clip_id__in=[c.pk for c in rows]).values_list(
-            "clip_id", "term", "source"):
-        labels.setdefault(clip_id, []).append((term, source))
+    page = selectors.clip_page(clips, order=order, after=request.GET.get("after", ""), size=PAGE)
     query = request.GET.copy()
     query.pop("after", None)
     return render(request, "annotations/clip_list.html", {
-        "project": project, "filter": clip_filter, "rows": [(c, labels.get(c.pk, [])) for c in rows],
-        "more": more, "cursor": cursor, "order": order, "query": query.urlencode(),
+        "project": project, "filter": clip_filter, "rows": page["rows"], "more": page["more"],
+        "cursor": page["cursor"], "order": order, "query": query.urlencode(),
     })

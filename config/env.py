@@ -62,14 +62,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _read_secret(name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name} cannot be read ({path}): {exc.strerror}") from None
+
+
 def read_secret_file(name: str) -> str:
     """The secret in the file named by the environment variable `name` (docker secrets)."""
     path = os.environ[name]
-    try:
-        with open(path, encoding="utf-8") as fh:
-            value = fh.read().strip()
-    except OSError as exc:
-        raise ImproperlyConfigured(f"{name} cannot be read ({path}): {exc.strerror}") from None
+    value = _read_secret(name, path)
     if not value:
         raise ImproperlyConfigured(f"{name}={path!r} is empty")
     return value
@@ -102,11 +106,7 @@ def secret_key(data_dir_key: str | os.PathLike | None = None) -> str:
     if not key and not path and data_dir_key is not None and os.path.isfile(data_dir_key):
         path = os.fspath(data_dir_key)
     if path:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                key = fh.read().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE={path!r} cannot be read: {exc.strerror}") from None
+        key = _read_secret("DJANGO_SECRET_KEY_FILE", path)
     if not key:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set and the data directory has no "

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, AnnotationRevision, Clip, Prediction
+from ..models import Annotation, AnnotationRevision, Clip, Prediction, Review
 from ..project_config import project_config
 from . import audit, clip_index, queue, reviews
 
@@ -189,8 +189,6 @@ def submit(annotation: Annotation, *, labels, base_version: int, idempotency_key
 
 def history(clip: Clip) -> list[dict]:
     """The clip's append-only history, oldest first: every submitted version and every review."""
-    from ..models import Review
-
     events = [{"at": r.created_at, "kind": "submitted", "who": r.annotation.annotator.get_username(),
                "version": r.version, "labels": r.labels, "annotation": r.annotation_id}
               for r in AnnotationRevision.objects.filter(annotation__clip=clip).select_related("annotation__annotator")]
