@@ -118,6 +118,10 @@ class Clip(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # A manager sent the clip to review (the clip list's action): its submissions so far go to reviewers
+    # without waiting for the overlap, and a verified clip gets a human second look. Met once a human
+    # review is recorded after this time (services.queue.review_candidates).
+    review_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -193,8 +193,15 @@ def clip_submit(request, clip_id):
         idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time")))
     if error:
         return error
+    # Claim the next clip here and answer with its page: one round trip fewer than a redirect through
+    # next-annotate (bench/ui_latency.py measures submit → next clip ready).
+    project = done.clip.project
+    lease = queue.next_clip(request.user, project)
+    if lease is None:
+        messages.success(request, "Submitted. Nothing more in the queue for you right now.")
+        return JsonResponse({"annotation": _state(done), "next": reverse("annotations:work", args=[project.slug])})
     return JsonResponse({"annotation": _state(done),
-                         "next": reverse("annotations:next-annotate", args=[done.clip.project.slug])})
+                         "next": reverse("annotations:clip-annotate", args=[lease.clip_id]) + "?take=1"})
 
 
 @login_required
@@ -277,6 +284,7 @@ def clip_review(request, clip_id):
     submitted = list(clip.annotations.filter(status=Annotation.Status.SUBMITTED).select_related("annotator")
                      .order_by("submitted_at"))
     model_terms = {vocab.canonical(c["term"]) or c["term"] for c in suggestions["chips"]}
+    requested = queue.review_request_open(clip)
     rows = []
     for annotation in submitted:
         terms = [lab["term"] for lab in annotation.labels]
@@ -285,7 +293,9 @@ def clip_review(request, clip_id):
         for other in submitted:
             if other.pk != annotation.pk:
                 others |= {vocab.canonical(lab["term"]) or lab["term"] for lab in other.labels}
-        judged = annotation.reviews.filter(annotation_version=annotation.version).exists()
+        verdicts = annotation.reviews.filter(annotation_version=annotation.version)
+        # A manager's request for a (second) look opens every current version to reviewers who have not judged it.
+        judged = (verdicts.filter(reviewer=request.user).exists() if requested else verdicts.exists())
         rows.append({"annotation": annotation, "judged": judged, "own": annotation.annotator_id == request.user.pk,
                      "labels": [{**lab, "canonical": vocab.canonical(lab["term"]) or lab["term"],
                                  "family": vocab.family(lab["term"]) or "unassigned",
@@ -294,11 +304,11 @@ def clip_review(request, clip_id):
                                 for lab in annotation.labels],
                      "model_only": sorted(model_terms - canon), "others_only": sorted(others - canon)})
     return render(request, "annotations/clip_review.html", {
-        "project": project, "clip": clip, "rows": rows, "suggestions": suggestions,
+        "project": project, "clip": clip, "rows": rows, "suggestions": suggestions, "requested": requested,
         "page": {"urls": {"heartbeat": reverse("annotations:clip-heartbeat", args=[clip.pk]),
                           "vocabulary": reverse("annotations:vocabulary", args=[project.slug])},
                  "fps": clip.fps or 25.0, "segments": (clip.metadata or {}).get("transcript_segments") or [],
-                 "kind": "review"},
+                 "kind": "review", "leaseSeconds": project_config(project).annotation.lease_minutes * 60},
     })
 
 
@@ -352,10 +362,41 @@ def clip_history(request, clip_id):
     if not selectors.has_role(request.user, clip.project, Role.REVIEWER) and not Annotation.objects.filter(
             clip=clip, annotator=request.user, status=Annotation.Status.SUBMITTED).exists():
         raise Http404("No history to show yet")
+    manager = selectors.has_role(request.user, clip.project, Role.MANAGER)
     return render(request, "annotations/clip_history.html", {
-        "project": clip.project, "clip": clip, "events": annotating.history(clip),
-        "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user"),
+        "project": clip.project, "clip": clip, "events": annotating.history(clip), "manager": manager,
+        "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user").order_by("kind", "pk"),
+        "targets": ({k: queue.reassign_targets(clip.project, k) for k in (queue.ANNOTATE, queue.REVIEW)}
+                    if manager else {}),
     })
+
+
+@login_required
+@require_POST
+def clip_lease(request, clip_id, lease_id):
+    """Managers: release one lease, or move it (and its holder's draft) to another member."""
+    clip = selectors.clip_for(request.user, clip_id, Role.MANAGER)
+    lease = ClipLease.objects.filter(clip=clip, pk=lease_id).select_related("user", "clip__project").first()
+    if lease is None:
+        messages.info(request, "That lease has already ended.")
+        return redirect("annotations:clip-history", clip_id=clip.pk)
+    if request.POST.get("action") == "reassign":
+        pick = request.POST.get("user", "")
+        to_user = (queue.reassign_targets(clip.project, lease.kind).filter(pk=int(pick)).first()
+                   if pick.isdecimal() and len(pick) < 19 else None)
+        if to_user is None:
+            messages.error(request, "Choose a member of this project.")
+            return redirect("annotations:clip-history", clip_id=clip.pk)
+        try:
+            queue.reassign(lease, to_user, actor=request.user)
+        except queue.QueueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{clip.name} moved from {lease.user.get_username()} to {to_user.get_username()}.")
+    else:
+        queue.release_lease(lease, actor=request.user)
+        messages.success(request, f"Released {lease.user.get_username()}'s {lease.kind} lease on {clip.name}.")
+    return redirect("annotations:clip-history", clip_id=clip.pk)
 
 
 # --- members ----------------------------------------------------------------------------------------------
@@ -411,6 +452,12 @@ def clip_list(request, slug):
         elif action == "release":
             n = queue.release_leases(chosen, actor=request.user)
             messages.success(request, f"Released {n} lease{'s' if n != 1 else ''}.")
+        elif action == "review":
+            outcome = queue.send_to_review(chosen, actor=request.user)
+            messages.success(request, f"Sent {outcome['sent']} clip{'s' if outcome['sent'] != 1 else ''} to review.")
+            if outcome["without_submissions"]:
+                messages.info(request, f"{outcome['without_submissions']} had no submitted annotation yet: nothing "
+                                       "to review, left in the annotation queue.")
         elif action == "rerun":
             messages.info(request, prelabel.rerun_prelabel(list(chosen.values_list("pk", flat=True)),
                                                            actor=request.user).message())
@@ -421,9 +468,11 @@ def clip_list(request, slug):
     clips = clip_filter.qs if clip_filter.is_bound and clip_filter.is_valid() else project.clips.all()
     order = request.GET.get("order", "new")
     page = selectors.clip_page(clips, order=order, after=request.GET.get("after", ""), size=PAGE)
+    held = queue.holders(clip.pk for clip, _ in page["rows"])
     query = request.GET.copy()
     query.pop("after", None)
     return render(request, "annotations/clip_list.html", {
-        "project": project, "filter": clip_filter, "rows": page["rows"], "more": page["more"],
+        "project": project, "filter": clip_filter, "more": page["more"],
+        "rows": [(clip, labels, held.get(clip.pk, [])) for clip, labels in page["rows"]],
         "cursor": page["cursor"], "order": order, "query": query.urlencode(),
     })

@@ -16,12 +16,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, Clip, ClipLease, ClipSkip, Project, Review
+from ..models import ROLE_RANK, Annotation, Clip, ClipLease, ClipSkip, Project, Review, Role
 from ..project_config import project_config
 from . import audit
 
@@ -59,9 +59,12 @@ def _held_by_others(user, kind):
 
 def _returned_to_others():
     """Drafts of other annotators that a reviewer sent back (a draft with a review was rejected): their
-    authors keep their place until they submit again."""
-    return Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.DRAFT).filter(
-        Exists(Review.objects.filter(annotation=OuterRef("pk"))))
+    authors keep their place until they submit again. An author who holds a live lease is counted by the
+    lease already, not twice."""
+    return (Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.DRAFT)
+            .filter(Exists(Review.objects.filter(annotation=OuterRef("pk"))))
+            .exclude(Exists(live(ClipLease.objects.filter(clip=OuterRef("clip"), user=OuterRef("annotator"),
+                                                           kind=ANNOTATE)))))
 
 
 def held(user, project: Project, kind: str = ANNOTATE) -> ClipLease | None:
@@ -83,17 +86,55 @@ def annotate_candidates(user, project: Project) -> QuerySet[Clip]:
             .order_by(F("priority").desc(nulls_last=True), "id"))
 
 
+def review_request_open(clip: Clip) -> bool:
+    """A manager sent the clip to review and no human verdict has been given since."""
+    return clip.review_requested_at is not None and not Review.objects.filter(
+        annotation__clip=clip, automatic=False, created_at__gte=clip.review_requested_at).exists()
+
+
 def review_candidates(user, project: Project) -> QuerySet[Clip]:
-    """Clips whose submissions are all in and one of them waits for a verdict on its current version, not
-    the reviewer's own, and that no other reviewer holds."""
-    unjudged = (Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.SUBMITTED)
-                .exclude(annotator=user)
-                .exclude(Exists(Review.objects.filter(annotation=OuterRef("pk"),
-                                                      annotation_version=OuterRef("version")))))
-    return (project.clips.filter(status=Clip.Status.READY, label_state=Clip.LabelState.SUBMITTED)
-            .filter(Exists(unjudged))
+    """Clips that no other reviewer holds and that have a submission, not the reviewer's own, waiting for this
+    reviewer's verdict: either all submissions are in and one waits for a verdict on its current version, or
+    a manager sent the clip to review (before the overlap was met, or for a second look at verified work)
+    and no human verdict has been given since."""
+    by_others = Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.SUBMITTED).exclude(
+        annotator=user)
+    unjudged = by_others.exclude(Exists(Review.objects.filter(annotation=OuterRef("pk"),
+                                                              annotation_version=OuterRef("version"))))
+    not_by_me = by_others.exclude(Exists(Review.objects.filter(
+        annotation=OuterRef("pk"), annotation_version=OuterRef("version"), reviewer=user)))
+    human_since = Review.objects.filter(annotation__clip=OuterRef("pk"), automatic=False,
+                                        created_at__gte=OuterRef("review_requested_at"))
+    waiting = Q(label_state=Clip.LabelState.SUBMITTED) & Exists(unjudged)
+    requested = (Q(review_requested_at__isnull=False,
+                   label_state__in=[Clip.LabelState.SUBMITTED, Clip.LabelState.VERIFIED])
+                 & ~Exists(human_since) & Exists(not_by_me))
+    return (project.clips.filter(status=Clip.Status.READY).filter(waiting | requested)
             .annotate(n_held=_held_by_others(user, REVIEW)).filter(n_held=0)
             .order_by(F("priority").desc(nulls_last=True), "id"))
+
+
+def send_to_review(clips: QuerySet[Clip], *, actor) -> dict[str, int]:
+    """Managers: put clips in front of reviewers now. A clip with submissions but short of its overlap goes
+    to review with what it has (leases still held stay, so nobody's work in progress is lost); a verified
+    clip gets a human second look (e.g. a trusted annotator's automatic accept). Clips without a submission
+    have nothing to review and are counted apart."""
+    from .reviews import refresh_label_state
+
+    sent = without = 0
+    now = timezone.now()
+    with transaction.atomic():
+        for clip in _wait_lock(clips.filter(status=Clip.Status.READY).select_related("project")).order_by("pk"):
+            if not clip.annotations.filter(status=Annotation.Status.SUBMITTED).exists():
+                without += 1
+                continue
+            Clip.objects.filter(pk=clip.pk).update(review_requested_at=now)
+            clip.review_requested_at = now
+            refresh_label_state(clip)
+            audit.record("clip.review_requested", clip, actor=actor, project=clip.project,
+                         changes={"label_state": clip.label_state})
+            sent += 1
+    return {"sent": sent, "without_submissions": without}
 
 
 _RECOUNT = """
@@ -104,7 +145,9 @@ SELECT (SELECT COUNT(*) FROM annotations_annotation WHERE clip_id = %s AND statu
          AND status = 'submitted'),
        (SELECT COUNT(*) FROM annotations_clipskip WHERE clip_id = %s AND user_id = %s),
        (SELECT COUNT(*) FROM annotations_annotation a WHERE a.clip_id = %s AND a.annotator_id <> %s
-         AND a.status = 'draft' AND EXISTS (SELECT 1 FROM annotations_review r WHERE r.annotation_id = a.id))
+         AND a.status = 'draft' AND EXISTS (SELECT 1 FROM annotations_review r WHERE r.annotation_id = a.id)
+         AND NOT EXISTS (SELECT 1 FROM annotations_cliplease l WHERE l.clip_id = a.clip_id
+                         AND l.user_id = a.annotator_id AND l.kind = 'annotate' AND l.expires_at > %s))
 """
 
 
@@ -120,7 +163,7 @@ def _still_open(clip: Clip, user, kind: str) -> bool:
     with connection.cursor() as cursor:
         now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the backend stores datetimes
         cursor.execute(_RECOUNT, [clip.pk, clip.pk, now, user.pk, clip.pk, user.pk, clip.pk, user.pk,
-                                  clip.pk, user.pk])
+                                  clip.pk, user.pk, now])
         submitted, held_by_others, mine, skipped, returned = cursor.fetchone()
     return not mine and not skipped and submitted + held_by_others + returned < overlap
 
@@ -236,6 +279,15 @@ def heartbeat(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
     return renew(lease)
 
 
+def holders(clip_ids) -> dict[int, list[tuple[str, str]]]:
+    """clip id → [(username, kind)] of its live leases, for a page of clips (one query)."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for clip_id, username, kind in live(ClipLease.objects.filter(clip_id__in=list(clip_ids))).order_by(
+            "clip_id", "kind", "pk").values_list("clip_id", "user__username", "kind"):
+        out.setdefault(clip_id, []).append((username, kind))
+    return out
+
+
 def release(user, clip: Clip, kind: str = ANNOTATE) -> None:
     ClipLease.objects.filter(user=user, clip=clip, kind=kind).delete()
 
@@ -251,19 +303,41 @@ def release_leases(clips: QuerySet[Clip], *, actor) -> int:
     return len(leases)
 
 
+def release_lease(lease: ClipLease, *, actor) -> None:
+    """Managers: free one lease (its holder's draft stays theirs)."""
+    with transaction.atomic():
+        if ClipLease.objects.filter(pk=lease.pk).delete()[0]:
+            audit.record("lease.released", lease.clip, actor=actor, project=lease.clip.project,
+                         changes={"user": lease.user.get_username(), "kind": lease.kind})
+
+
+def reassign_targets(project: Project, kind: str = ANNOTATE):
+    """The members a lease of this kind may move to: annotators and up, reviewers and up for review."""
+    from django.contrib.auth import get_user_model
+
+    floor = ROLE_RANK[Role.REVIEWER if kind == REVIEW else Role.ANNOTATOR]
+    roles = [role for role, rank in ROLE_RANK.items() if rank >= floor]
+    return get_user_model().objects.filter(is_active=True, memberships__project=project,
+                                           memberships__role__in=roles).order_by("username")
+
+
 def reassign(lease: ClipLease, to_user, *, actor) -> ClipLease:
-    """Managers: move a claim (and its draft) to another member."""
+    """Managers: move a claim (and, for annotation, its draft) to another member."""
     project = lease.clip.project
-    if not selectors.has_role(to_user, project):
-        raise QueueError(f"{to_user.get_username()} is not a member of {project.name}")
+    if not reassign_targets(project, lease.kind).filter(pk=to_user.pk).exists():
+        raise QueueError(f"{to_user.get_username()} cannot take this {lease.kind} lease in {project.name}")
     with transaction.atomic():
         if ClipLease.objects.filter(clip=lease.clip, user=to_user, kind=lease.kind).exists():
             raise QueueError(f"{to_user.get_username()} already holds this clip")
         if lease.kind == ANNOTATE and Annotation.objects.filter(clip=lease.clip, annotator=to_user).exists():
             raise QueueError(f"{to_user.get_username()} has already annotated this clip")
+        if lease.kind == REVIEW and Annotation.objects.filter(clip=lease.clip, annotator=to_user,
+                                                              status=Annotation.Status.SUBMITTED).exists():
+            raise QueueError(f"{to_user.get_username()} annotated this clip and cannot review it")
         previous = lease.user
-        Annotation.objects.filter(clip=lease.clip, annotator=previous, status=Annotation.Status.DRAFT).update(
-            annotator=to_user)
+        if lease.kind == ANNOTATE:
+            Annotation.objects.filter(clip=lease.clip, annotator=previous, status=Annotation.Status.DRAFT).update(
+                annotator=to_user)
         ClipLease.objects.filter(pk=lease.pk).update(user=to_user, expires_at=timezone.now() + lease_length(project))
         audit.record("lease.reassigned", lease.clip, actor=actor, project=project,
                      changes={"from": previous.get_username(), "to": to_user.get_username(), "kind": lease.kind})

@@ -9,6 +9,7 @@ from .. import selectors
 from ..models import Annotation, Clip, Membership, Review
 from ..project_config import project_config
 from . import audit
+from .queue import review_request_open
 
 
 class ReviewError(ValueError):
@@ -58,7 +59,8 @@ def refresh_label_state(clip: Clip) -> str:
     overlap = project_config(clip.project).annotation.overlap
     if selectors.verified_clips(Clip.objects.filter(pk=clip.pk)).exists():
         state = Clip.LabelState.VERIFIED
-    elif clip.annotations.filter(status=Annotation.Status.SUBMITTED).count() >= overlap:
+    elif (submitted := clip.annotations.filter(status=Annotation.Status.SUBMITTED).count()) >= overlap or (
+            submitted and review_request_open(clip)):
         state = Clip.LabelState.SUBMITTED
     elif clip.annotations.exists():
         state = Clip.LabelState.IN_PROGRESS

@@ -18,7 +18,7 @@ def make(project, n, **extra):
 
 
 def names(response):
-    return [c.name for c, _ in response.context["rows"]]
+    return [c.name for c, *_ in response.context["rows"]]
 
 
 def test_only_managers_see_it(client, project, annotator):

@@ -6,7 +6,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotations.models import Annotation, Clip, Prediction, Review, Role
+from annotations.models import Annotation, Clip, ClipLease, Prediction, Review, Role
 from annotations.services.projects import create_project, set_membership
 
 pytestmark = pytest.mark.django_db
@@ -110,8 +110,13 @@ def test_submit_is_applied_once_and_leads_to_the_next_clip(client, project, anno
     assert first.json()["annotation"]["version"] == retry.json()["annotation"]["version"] == 2
     again = post_json(client, url, {"labels": ["calm"], "version": 1, "key": "another-key"})
     assert again.status_code == 409
-    nxt = client.get(first.json()["next"])
-    assert nxt.status_code == 302 and nxt["Location"] == reverse("annotations:clip-annotate", args=[other.pk]) + "?take=1"
+    # The submit claimed the next clip already; the retry resumed that claim, not a second one.
+    assert first.json()["next"] == retry.json()["next"] == reverse("annotations:clip-annotate",
+                                                                      args=[other.pk]) + "?take=1"
+    assert list(ClipLease.objects.filter(user=annotator).values_list("clip_id", flat=True)) == [other.pk]
+    client.get(first.json()["next"])
+    last = post_json(client, reverse("annotations:clip-submit", args=[other.pk]), {"labels": ["calm"], "version": 1})
+    assert last.json()["next"] == reverse("annotations:work", args=[project.slug])  # the queue is empty
 
 
 def test_skip_needs_a_reason(client, project, annotator):
