@@ -108,6 +108,7 @@ def test_the_clip_list_action_and_the_review_page(client, project, people):
     client.force_login(people["rita"])
     review_page = client.get(reverse("annotations:clip-review", args=[clip.pk])).content.decode()
     assert 'name="decision"' in review_page  # the automatic accept does not count as judged
+    assert "A manager sent this clip to review for a second look at verified work." in review_page
     client.post(reverse("annotations:clip-review", args=[clip.pk]),
                 {"annotation": done.pk, "version": done.version, "decision": "accept"})
     assert Review.objects.filter(annotation=done, reviewer=people["rita"], automatic=False).exists()

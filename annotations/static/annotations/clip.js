@@ -8,6 +8,9 @@
   const video = $("video");
   const EVIDENCE = ["face", "voice", "words"];
   const SAVE_DELAY_MS = 1200;
+  // A save that failed on the way (offline, a 5xx) is tried again after 1 s, 2 s, 4 s … up to 30 s.
+  const RETRY_FIRST_MS = 1000, RETRY_MAX_MS = 30000;
+  const { controlOwnsKey, autocomplete } = window.Affectloop;  // labels.js, loaded before this file
 
   const state = {
     labels: (data.annotation.labels || []).map(normaliseLabel),
@@ -16,6 +19,8 @@
     dirty: false,
     saving: false,
     submitting: false,
+    edits: 0,        // counts changes, so a refused save knows whether anything new came since
+    retryMs: 0,      // the current backoff after failed saves; 0 when the last save went through
     focusMs: 0,
     focusSince: document.hasFocus() ? performance.now() : null,
     families: data.families || {},
@@ -66,24 +71,36 @@
     el.dataset.state = kind || "";
   }
 
-  function changed() {
-    state.dirty = true;
-    setStatus("Unsaved changes", "dirty");
-    render();
+  function scheduleSave(ms) {
     clearTimeout(saveTimer);
-    saveTimer = setTimeout(save, SAVE_DELAY_MS);
+    saveTimer = setTimeout(save, ms);
   }
 
+  function changed() {
+    state.dirty = true;
+    state.edits += 1;
+    setStatus("Unsaved changes", "dirty");
+    render();
+    scheduleSave(SAVE_DELAY_MS);
+  }
+
+  // Only a failure on the way (offline, a 5xx) is worth sending again, later and later. Any other answer
+  // the server gave on purpose: a 409 opens the conflict dialog or ends the lease, and another 4xx (a 400
+  // with its message in `error`) refused this input, so the same request would be refused again: the page
+  // shows why and waits for the next change.
   async function save() {
     if (!data.editable || !state.dirty || state.saving || state.submitting) return;
     state.saving = true;
     state.dirty = false;
+    const editsSent = state.edits;
+    let retry = null, refused = false;
     setStatus("Saving…", "saving");
     try {
       const { status, payload } = await post(data.urls.save, {
         labels: state.labels, version: state.version, lead_time: takeLeadTime(),
       });
       if (status === 200) {
+        state.retryMs = 0;
         state.version = payload.annotation.version;
         if (!state.dirty) setStatus("Saved", "saved");
       } else if (status === 409 && payload.code === "lease") {
@@ -91,19 +108,30 @@
       } else if (status === 409) {
         state.dirty = true;
         showConflict(payload);
+      } else if (status >= 500) {
+        state.dirty = true;
+        retry = `Not saved (server error ${status}).`;
       } else {
         state.dirty = true;
-        setStatus(payload.error || `Not saved (error ${status})`, "error");
+        state.retryMs = 0;
+        refused = state.edits === editsSent;  // newer edits still get their own try
+        setStatus(payload.error ? `Not saved: ${payload.error}` : `Not saved (error ${status})`, "error");
       }
     } catch (e) {
       state.dirty = true;
-      setStatus("Not saved: offline? Retrying…", "error");
-      clearTimeout(saveTimer);
-      saveTimer = setTimeout(save, 5000);
+      retry = "Not saved: offline?";
     } finally {
       state.saving = false;
-      if (state.dirty && !$("conflict-dialog").open) { clearTimeout(saveTimer); saveTimer = setTimeout(save, SAVE_DELAY_MS); }
+      if (retry) retryLater(retry);
+      else if (state.dirty && !refused && data.editable && !$("conflict-dialog").open) scheduleSave(SAVE_DELAY_MS);
     }
+  }
+
+  function retryLater(reason) {
+    state.retryMs = state.retryMs ? Math.min(RETRY_MAX_MS, state.retryMs * 2) : RETRY_FIRST_MS;
+    const wait = Math.round(state.retryMs * (0.9 + Math.random() * 0.2));  // a little jitter: not all tabs at once
+    setStatus(`${reason} Retrying in ${Math.ceil(wait / 1000)} s…`, "error");
+    scheduleSave(wait);
   }
 
   function leaseLost(message) {
@@ -252,74 +280,22 @@
   }
   if ($("accept-all")) $("accept-all").addEventListener("click", acceptAll);
 
-  // --- autocomplete ------------------------------------------------------------------------------------
+  // --- autocomplete (labels.js) -----------------------------------------------------------------------
   const input = $("label-input");
-  const box = $("suggestions");
-  let results = [], active = -1, queryTimer = null, lastQuery = "";
-  function showResults() {
-    box.replaceChildren(...results.map((r, i) => {
-      const li = document.createElement("li");
-      li.setAttribute("role", "option");
-      li.className = i === active ? "active" : "";
-      li.setAttribute("aria-selected", String(i === active));
-      li.textContent = r.word;
-      if (r.word !== r.term) {
-        const t = document.createElement("span");
-        t.className = "muted";
-        t.textContent = ` → ${r.term}`;
-        li.append(t);
-      }
-      const f = document.createElement("span");
-      f.className = "family";
-      f.textContent = r.family;
-      li.append(" ", f);
-      li.addEventListener("mousedown", (event) => { event.preventDefault(); pick(i); });
-      return li;
-    }));
-    box.hidden = results.length === 0;
-    input.setAttribute("aria-expanded", String(results.length > 0));
-  }
-  async function query() {
-    const q = input.value.trim();
-    lastQuery = q;
-    if (!q) { results = []; active = -1; showResults(); return; }
-    const response = await fetch(`${data.urls.vocabulary}?q=${encodeURIComponent(q)}`, { credentials: "same-origin" });
-    if (!response.ok || q !== lastQuery) return;
-    results = (await response.json()).results;
-    active = results.length ? 0 : -1;
-    showResults();
-  }
-  function pick(i) {
-    const r = results[i];
-    // The annotation stores the word that was chosen; the vocabulary resolves its canonical term.
-    addLabel(r.word, "human", r.family);
-    input.value = "";
-    results = []; active = -1; showResults();
-  }
-  async function addNewWord(word) {
+  async function addNewWord(word, box) {
     if (!window.confirm(`"${word}" is not in the project's vocabulary. Add it as a new word (a manager will place it)?`)) return;
     const { status, payload } = await post(data.urls.propose, { word });
     if (status !== 200) { setStatus(payload.error || "Could not add the word", "error"); return; }
     addLabel(payload.word, "human", payload.family);
-    input.value = "";
-    results = []; showResults();
+    box.clear();
   }
   if (input) {
-    input.addEventListener("input", () => { clearTimeout(queryTimer); queryTimer = setTimeout(query, 120); });
-    input.addEventListener("keydown", (event) => {
-      if (event.key === "ArrowDown" && results.length) { active = (active + 1) % results.length; showResults(); event.preventDefault(); }
-      else if (event.key === "ArrowUp" && results.length) { active = (active - 1 + results.length) % results.length; showResults(); event.preventDefault(); }
-      else if (event.key === "Enter" && !event.ctrlKey) {
-        event.preventDefault();
-        const typed = input.value.trim();
-        if (!typed) return;
-        const exact = results.findIndex((r) => r.word.toLowerCase() === typed.toLowerCase());
-        if (exact >= 0) pick(exact);
-        else if (active >= 0 && results.length) pick(active);
-        else addNewWord(typed);
-      } else if (event.key === "Escape") { input.value = ""; results = []; showResults(); input.blur(); }
+    const box = autocomplete(input, $("suggestions"), {
+      url: data.urls.vocabulary,
+      // The annotation stores the word that was chosen; the vocabulary resolves its canonical term.
+      onPick: (r) => addLabel(r.word, "human", r.family),
+      onUnknown: (word) => addNewWord(word, box),
     });
-    input.addEventListener("blur", () => setTimeout(() => { results = []; showResults(); }, 150));
   }
 
   // --- submit ------------------------------------------------------------------------------------------
@@ -409,10 +385,15 @@
   for (const b of document.querySelectorAll("[data-open]")) b.addEventListener("click", () => openDialog(b.dataset.open));
 
   // --- keys --------------------------------------------------------------------------------------------
+  // Space and Enter on a focused button, link, summary or the video are that control's own; text boxes and
+  // selects keep every key. Ctrl+Enter submits from anywhere but a link (where it opens a new tab).
   document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey && event.key === "Enter") { event.preventDefault(); submit(); return; }
-    const typing = event.target.matches("input, textarea, select") || document.querySelector("dialog[open]");
-    if (typing || event.altKey && !["ArrowUp", "ArrowDown"].includes(event.key) || event.metaKey || event.ctrlKey) return;
+    if (event.ctrlKey && event.key === "Enter") {
+      if (event.target instanceof Element && event.target.closest("a[href]")) return;
+      event.preventDefault(); submit(); return;
+    }
+    if (controlOwnsKey(event) || document.querySelector("dialog[open]")) return;
+    if (event.altKey && !["ArrowUp", "ArrowDown"].includes(event.key) || event.metaKey || event.ctrlKey) return;
     const i = state.selected;
     const keys = {
       " ": togglePlay, ArrowLeft: () => seek(video.currentTime - 2), ArrowRight: () => seek(video.currentTime + 2),
