@@ -8,6 +8,7 @@ HTTP only (no Django test database), and may run management commands against the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -228,8 +229,10 @@ def first_login(url: str, user: str, password: str) -> str:
     return new
 
 
-@pytest.fixture(scope="session")
-def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
+@contextlib.contextmanager
+def running_platform(data_dir: Path):
+    """`make run` in data_dir on a free port, logged in once as the bootstrap admin; stopped on exit. The
+    session fixture below and bench/ui_latency.py both start the platform through this."""
     venv_bin = Path(sys.executable).parent
     venv = venv_bin.parent
     # ffmpeg is not needed to start it: the tests that upload clips carry tests.conftest.needs_ffmpeg.
@@ -239,7 +242,6 @@ def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
     if missing:
         pytest.skip(f"the embedded platform needs {', '.join(missing)} (apt-get install make; pip install honcho)")
 
-    data_dir = tmp_path_factory.mktemp("embedded")
     log_path = data_dir / "platform.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -263,3 +265,9 @@ def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
                                log_path=log_path, env=env)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def embedded_platform(tmp_path_factory) -> EmbeddedPlatform:
+    with running_platform(tmp_path_factory.mktemp("embedded")) as platform:
+        yield platform
