@@ -298,7 +298,7 @@ class ClipLeaseAdmin(ProjectScopedAdmin):
     def release(self, request, queryset):
         from .services import queue
 
-        n = queue.release_leases(Clip.objects.filter(pk__in=queryset.values("clip")), actor=request.user)
+        n = queue.release_selected(queryset, actor=request.user)
         self.message_user(request, f"Released {n} lease{'s' if n != 1 else ''}.")
 
 

@@ -5,21 +5,24 @@ stored one, so two tabs never overwrite each other silently. A submit with an id
 applied returns the stored result instead of applying it again. Each submitted version is kept in the
 append-only AnnotationRevision history; a draft keeps only its latest state.
 
-Stored labels: [{"term": word as chosen, "source": "human" | a backend name, "note": str,
+Stored labels: [{"term": word as chosen, "source": "model" | "human", "note": str,
 "evidence": ["face" | "voice" | "words", ...]}]; the vocabulary resolves the canonical term when it is read.
+The server decides `source` (label_sources) and bounds the lead time (_lead): both measure the work and
+how much the model's suggestions are taken, so neither may rest on what a client says.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, AnnotationRevision, Clip, Prediction, Review
+from ..models import Annotation, AnnotationRevision, Clip, ClipLease, Prediction, Review
 from ..project_config import project_config
-from . import audit, clip_index, queue, reviews
+from . import audit, clip_index, queue, reviews, vocabulary
 
 EVIDENCE = ("face", "voice", "words")
 MAX_LABELS, MAX_TERM, MAX_NOTE = 30, 64, 1000
@@ -68,14 +71,12 @@ def clean_labels(raw) -> list[dict]:
         evidence = item.get("evidence") or []
         if not isinstance(evidence, list) or any(e not in EVIDENCE for e in evidence):
             raise AnnotationError(f"label {i}: evidence is a list of {', '.join(EVIDENCE)}")
-        source = item.get("source") or "human"
-        if not isinstance(source, str) or len(source) > 32:
-            raise AnnotationError(f"label {i}: bad source")
         key = normalise(term)
         if key in seen:
             continue
         seen.add(key)
-        out.append({"term": term, "source": source, "note": note.strip(),
+        # A client's "source" is ignored: the server derives it (label_sources).
+        out.append({"term": term, "source": "human", "note": note.strip(),
                     "evidence": [e for e in EVIDENCE if e in evidence]})
     return out
 
@@ -93,8 +94,25 @@ def fused_labels(clip: Clip) -> list[dict]:
     fused = (Prediction.objects.filter(clip=clip, backend="fused").order_by("-created_at", "-id").first())
     if fused is None:
         return []
-    return [{"term": lab["term"], "source": "fused", "note": "", "evidence": []}
+    return [{"term": lab["term"], "source": "model", "note": "", "evidence": []}
             for lab in fused.labels if isinstance(lab, dict) and lab.get("term")]
+
+
+def label_sources(clip: Clip, labels: list[dict]) -> list[dict]:
+    """The labels with `source` set by the server: "model" for a term (or its canonical term in the project
+    vocabulary) among the clip's fused suggestions that the annotator is shown, "human" otherwise; blind
+    ("hide") clips show none, so all their labels are human."""
+    from ml.vocabulary import normalise
+
+    shown = fused_labels(clip) if suggestion_mode(clip) != "hide" else []
+    vocab = vocabulary.project_vocabulary(clip.project) if shown else None
+
+    def key(term):
+        return normalise(vocab.canonical(term) or term)
+
+    suggested = {key(lab["term"]) for lab in shown}
+    return [{**lab, "source": "model" if suggested and key(lab["term"]) in suggested else "human"}
+            for lab in labels]
 
 
 def start(user, clip: Clip) -> Annotation:
@@ -119,21 +137,34 @@ def _locked(annotation: Annotation) -> Annotation:
     return Annotation.objects.select_for_update().select_related("clip__project").get(pk=annotation.pk)
 
 
-def _hold_place(current: Annotation) -> None:
+def _hold_place(current: Annotation) -> ClipLease:
     try:
-        queue.ensure_lease(current.annotator, current.clip)
+        return queue.ensure_lease(current.annotator, current.clip)
     except queue.QueueError as exc:
         raise LeaseLost(str(exc)) from None
 
 
-def _lead(seconds) -> float:
+def _stretch_start(current: Annotation, lease: ClipLease) -> datetime:
+    """Where the work this save reports began, as the server saw it: the latest of the annotation's last write
+    (its creation at first), the writer's claim on the clip, and a reviewer's return of the draft."""
+    returned = (Review.objects.filter(annotation=current, decision=Review.Decision.REJECT)
+                .order_by("-created_at").values_list("created_at", flat=True).first())
+    return max(t for t in (current.updated_at, lease.acquired_at, returned) if t is not None)
+
+
+def _lead(seconds, since: datetime) -> float:
+    """Seconds of work one save adds. The client's figure counts only the time its page had focus, which the
+    server cannot see, so it is kept; but it is capped by MAX_LEAD_STEP and by the wall time since `since`
+    (the client reports the focus since its last save), so the sum never exceeds the time the annotator
+    really had the clip, whatever a client claims. Time without a claim (an expired lease) counts as none."""
     try:
         value = float(seconds or 0)
     except (TypeError, ValueError, OverflowError):
         return 0.0
     if not math.isfinite(value):
         return 0.0
-    return min(max(value, 0.0), MAX_LEAD_STEP)
+    elapsed = max((timezone.now() - since).total_seconds(), 0.0)
+    return min(max(value, 0.0), MAX_LEAD_STEP, elapsed)
 
 
 def save_draft(annotation: Annotation, *, labels, base_version: int, lead_time=0.0) -> Annotation:
@@ -145,10 +176,10 @@ def save_draft(annotation: Annotation, *, labels, base_version: int, lead_time=0
             raise Conflict(current, "This annotation was already submitted.")
         if base_version != current.version:
             raise Conflict(current)
-        _hold_place(current)
-        current.labels = labels
+        lease = _hold_place(current)
+        current.labels = label_sources(current.clip, labels)
         current.version += 1
-        current.lead_time += _lead(lead_time)
+        current.lead_time += _lead(lead_time, _stretch_start(current, lease))
         current.save(update_fields=["labels", "version", "lead_time", "updated_at"])
     return current
 
@@ -168,11 +199,12 @@ def submit(annotation: Annotation, *, labels, base_version: int, idempotency_key
             raise Conflict(current, "This annotation was already submitted.")
         if base_version != current.version:
             raise Conflict(current)
-        _hold_place(current)
+        lease = _hold_place(current)
+        labels = label_sources(current.clip, labels)
         current.labels = labels
         current.status = Annotation.Status.SUBMITTED
         current.version += 1
-        current.lead_time += _lead(lead_time)
+        current.lead_time += _lead(lead_time, _stretch_start(current, lease))
         current.submitted_at = timezone.now()
         current.last_idempotency_key = key
         current.save()

@@ -303,12 +303,21 @@ def release_leases(clips: QuerySet[Clip], *, actor) -> int:
     return len(leases)
 
 
-def release_lease(lease: ClipLease, *, actor) -> None:
-    """Managers: free one lease (its holder's draft stays theirs)."""
+def release_lease(lease: ClipLease, *, actor) -> bool:
+    """Managers: free one lease (its holder's draft stays theirs). False when it had ended meanwhile."""
     with transaction.atomic():
-        if ClipLease.objects.filter(pk=lease.pk).delete()[0]:
-            audit.record("lease.released", lease.clip, actor=actor, project=lease.clip.project,
-                         changes={"user": lease.user.get_username(), "kind": lease.kind})
+        if not ClipLease.objects.filter(pk=lease.pk).delete()[0]:
+            return False
+        audit.record("lease.released", lease.clip, actor=actor, project=lease.clip.project,
+                     changes={"user": lease.user.get_username(), "kind": lease.kind})
+    return True
+
+
+def release_selected(leases: QuerySet[ClipLease], *, actor) -> int:
+    """Managers: free exactly these leases (a colleague's claim on the same clip stays)."""
+    with transaction.atomic():
+        return sum(release_lease(lease, actor=actor)
+                   for lease in leases.select_related("clip__project", "user").order_by("pk"))
 
 
 def reassign_targets(project: Project, kind: str = ANNOTATE):
@@ -338,7 +347,10 @@ def reassign(lease: ClipLease, to_user, *, actor) -> ClipLease:
         if lease.kind == ANNOTATE:
             Annotation.objects.filter(clip=lease.clip, annotator=previous, status=Annotation.Status.DRAFT).update(
                 annotator=to_user)
-        ClipLease.objects.filter(pk=lease.pk).update(user=to_user, expires_at=timezone.now() + lease_length(project))
+        # A fresh claim time: the new holder's lead time must not count the previous holder's minutes.
+        now = timezone.now()
+        ClipLease.objects.filter(pk=lease.pk).update(user=to_user, acquired_at=now,
+                                                     expires_at=now + lease_length(project))
         audit.record("lease.reassigned", lease.clip, actor=actor, project=project,
                      changes={"from": previous.get_username(), "to": to_user.get_username(), "kind": lease.kind})
     lease.refresh_from_db()

@@ -163,3 +163,29 @@ def test_a_project_added_in_the_admin_gets_its_vocabulary(client, django_user_mo
     assert EmotionTerm.objects.filter(project=project, kind="term").count() == len(project_vocabulary(project))
     assert EmotionTerm.objects.filter(project=project).count() > 328
     assert AuditEvent.objects.get(action="project.created", project=project).actor == root
+
+
+def test_releasing_a_lease_frees_only_that_lease_not_the_others_on_its_clip(client, project, manager,
+                                                                            annotator, django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.models import AuditEvent, ClipLease
+
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-123")
+    set_membership(project=project, user=bob, role=Role.ANNOTATOR, actor=manager)
+    clip = make_clip(project, "d" * 64)
+    now = timezone.now()
+    alices, bobs = (ClipLease.objects.create(clip=clip, user=user, kind="annotate", acquired_at=now,
+                                             expires_at=now + timedelta(minutes=30))
+                    for user in (annotator, bob))
+    client.force_login(manager)
+    page = client.post(reverse("admin:annotations_cliplease_changelist"),
+                       {"action": "release", "_selected_action": [alices.pk]}, follow=True).content.decode()
+    assert "Released 1 lease." in page
+    assert list(ClipLease.objects.values_list("pk", flat=True)) == [bobs.pk]  # Bob still holds his place
+    event = AuditEvent.objects.get(action="lease.released")
+    assert (event.actor, event.project, event.object_type, event.object_id) == (manager, project, "clip",
+                                                                                str(clip.pk))
+    assert event.changes == {"user": "alice", "kind": "annotate"}
