@@ -354,6 +354,13 @@ class EmotionTermAdmin(ProjectScopedAdmin):
         super().delete_model(request, obj)
         vocabulary.vocabulary_changed(project, obj, actor=request.user, action="vocabulary.deleted")
 
+    def delete_queryset(self, request, queryset):
+        # The bulk "delete selected" action bypasses delete_model: audit and reindex each row all the same.
+        with transaction.atomic():
+            rows = list(queryset.select_related("project"))
+            super().delete_queryset(request, queryset)
+            vocabulary.vocabulary_rows_deleted(rows, actor=request.user)
+
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ProjectScopedAdmin):

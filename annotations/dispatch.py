@@ -15,6 +15,8 @@ PROCESS_CLIP = "affectloop.media.process_clip"
 PRELABEL_CLIPS = "affectloop.gpu.prelabel_clips"
 REGISTER_CONFIGURED_MODELS = "affectloop.gpu.register_configured_models"
 ENQUEUE_PRELABEL = "affectloop.prelabel.enqueue"
+REINDEX_PROJECT = "affectloop.index.reindex_project"
+RESPLIT = "affectloop.index.resplit"
 
 
 def _send(name: str, args: tuple, **options) -> None:
@@ -36,3 +38,13 @@ def register_configured_models(project_id: int, backends: list[str] | None = Non
 
 def enqueue_prelabel(project_id: int, *, countdown: float | None = None) -> None:
     _send(ENQUEUE_PRELABEL, (project_id,), **({"countdown": countdown} if countdown else {}))
+
+
+def reindex_project(project_id: int, terms: list[str] | None = None, *, after: int = 0) -> None:
+    """Rebuild the clip index after a vocabulary change: every clip, or only those carrying one of `terms`;
+    `after`, the clip id a previous slice of the same rebuild stopped at."""
+    _send(REINDEX_PROJECT, (project_id, terms, after))
+
+
+def resplit(project_id: int) -> None:
+    _send(RESPLIT, (project_id,))

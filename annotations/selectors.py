@@ -148,9 +148,11 @@ def project_summaries(user):
 
 
 def prelabel_progress(project: Project) -> dict:
-    """Pre-labeling state of the project's ready clips, machine throughput, and the latest errors."""
+    """Pre-labeling state of the project's ready clips, machine throughput, and the latest errors; live_progress
+    adds how many are pre-labeled (split by what the models answered)."""
     from datetime import timedelta
 
+    from django.db.models import Exists, OuterRef
     from django.utils import timezone
 
     from .models import Prediction
@@ -159,7 +161,7 @@ def prelabel_progress(project: Project) -> dict:
     fused = Prediction.objects.filter(clip__project=project, backend="fused")
     since = timezone.now() - timedelta(minutes=10)
     recent = fused.filter(created_at__gte=since).count()
-    labelled = ready.filter(predictions__backend="fused").distinct()
+    has_fused = Exists(Prediction.objects.filter(clip=OuterRef("pk"), backend="fused"))
     from .project_config import ConfigError, project_config
 
     try:
@@ -168,9 +170,8 @@ def prelabel_progress(project: Project) -> dict:
         configured = False
     return {
         "configured": configured,
-        "prelabeled": labelled.count(),
         "queued": needs_humans(ready.filter(prelabel_queued_at__isnull=False, prelabel_error="")).exclude(
-            pk__in=labelled.values("pk")).count(),
+            has_fused).count(),
         "failed": ready.exclude(prelabel_error="").count(),
         "ready": ready.count(),
         "per_minute_10min": round(recent / 10.0, 2),
@@ -222,11 +223,43 @@ def rejection(annotation) -> Review | None:
     return last if last is not None and last.decision == Review.Decision.REJECT else None
 
 
+# How long a busy project's progress is reused, at least (the page polls every 1.5 s or more while busy).
+PROGRESS_CACHE_SECONDS = 3
+
+
 def live_progress(project: Project) -> dict:
     """What the project page shows and polls: clip counts, pre-labeling progress (an empty or flagged answer
     counted as such, not as pre-labeled; clips waiting to be queued) and `busy`, whether more is coming: a
     clip is pending or processing, or waits to be queued or run for pre-labeling (the wait before a batch
-    is queued shows "0 queued", so the queued count alone cannot say it)."""
+    is queued shows "0 queued", so the queued count alone cannot say it).
+
+    Each answer costs several counts over the project's clips and predictions, so a busy answer is kept in
+    Django's cache and every poll of the project meanwhile (all its open pages) reuses it: for
+    PROGRESS_CACHE_SECONDS, or twice as long as it took to compute if that is longer, so that polling a huge
+    project keeps the database busy a third of the time at most. While work goes on, the figures are that
+    old at most. An idle answer is never kept: the page stops polling on it, so it must be fresh. A poll
+    after an upload then sees the new clips at once, and polling stops only on a freshly computed "not busy",
+    with final figures. The key holds the project's creation time, so a reused id (SQLite) never reads a
+    deleted project's answer."""
+    import math
+    import time
+
+    from django.core.cache import cache
+
+    key = f"affectloop:live-progress:{project.pk}:{project.created_at.timestamp()}"
+    if PROGRESS_CACHE_SECONDS > 0:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    started = time.monotonic()
+    progress = _compute_live_progress(project)
+    if progress["busy"] and PROGRESS_CACHE_SECONDS > 0:
+        took = time.monotonic() - started
+        cache.set(key, progress, max(PROGRESS_CACHE_SECONDS, math.ceil(2 * took)))
+    return progress
+
+
+def _compute_live_progress(project: Project) -> dict:
     from django.db.models import Exists, OuterRef
 
     from .models import Prediction

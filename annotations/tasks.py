@@ -9,7 +9,7 @@ from celery import shared_task
 
 from . import dispatch
 from .models import Project
-from .services import ingest, maintenance, prelabel, prelabel_run, registry
+from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry
 
 
 @shared_task(name=dispatch.PROCESS_CLIP, acks_late=True, max_retries=3, default_retry_delay=30)
@@ -48,3 +48,17 @@ def rescore_priorities() -> dict:
 @shared_task(name=dispatch.ENQUEUE_PRELABEL)
 def enqueue_prelabel(project_id: int | None = None) -> int:
     return maintenance.enqueue_prelabel(project_id)
+
+
+@shared_task(name=dispatch.REINDEX_PROJECT, acks_late=True)
+def reindex_project(project_id: int, terms: list[str] | None = None, after: int = 0) -> int:
+    """After a vocabulary change: the clip index stores resolved terms and families."""
+    project = Project.objects.filter(pk=project_id).first()
+    return clip_index.reindex_project(project, terms, after=after) if project is not None else 0
+
+
+@shared_task(name=dispatch.RESPLIT, acks_late=True)
+def resplit(project_id: int) -> int:
+    """After the split ratios or the group key changed: every clip's stored split, off the web request."""
+    project = Project.objects.filter(pk=project_id).first()
+    return clip_index.resplit(project) if project is not None else 0

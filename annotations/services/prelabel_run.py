@@ -207,6 +207,7 @@ def active_strategy(config, vocabulary=None):
 
 RESCORE_GROWTH = 0.1  # re-score when the verified pool grew by a tenth (and by at least RESCORE_MIN clips)
 RESCORE_MIN = 20
+RESCORE_CHUNK = 500  # clips per step: their predictions are loaded together, then written in one statement
 
 
 def rescore_priorities(project: Project, *, force: bool = False) -> int:
@@ -228,7 +229,7 @@ def rescore_priorities(project: Project, *, force: bool = False) -> int:
     done, last = 0, 0
     base = selectors.needs_humans(project.clips.filter(status=Clip.Status.READY, priority__isnull=False))
     while True:
-        ids = list(base.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:500])
+        ids = list(base.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:RESCORE_CHUNK])
         if not ids:
             break
         last = ids[-1]
@@ -238,12 +239,13 @@ def rescore_priorities(project: Project, *, force: bool = False) -> int:
                 Label(term=lab["term"], score=lab.get("score"), source=lab.get("source", row.backend))
                 for lab in row.labels])
         signals = strategy.signals({str(k): v for k, v in per_clip.items()}, pool)
-        for clip_id, values in signals.items():
-            Clip.objects.filter(pk=int(clip_id)).update(
-                priority=strategy.combine(values),
-                al_signals={"strategy": strategy.name, **{k: round(v, 6) for k, v in values.items()}},
-                disagreement=values.get("disagreement"))
-            done += 1
+        scored = [Clip(pk=int(clip_id), priority=strategy.combine(values),
+                       al_signals={"strategy": strategy.name, **{k: round(v, 6) for k, v in values.items()}},
+                       disagreement=values.get("disagreement"))
+                  for clip_id, values in signals.items()]
+        # One statement per chunk, not one per clip: a queue of a million clips is re-scored by beat.
+        Clip.objects.bulk_update(scored, ["priority", "al_signals", "disagreement"], batch_size=RESCORE_CHUNK)
+        done += len(scored)
     Project.objects.filter(pk=project.pk).update(scored_pool_size=pool_size)
     project.scored_pool_size = pool_size
     return done

@@ -2,7 +2,8 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils.text import slugify
 
-from ..models import Membership, Project, Role
+from .. import dispatch
+from ..models import ROLE_RANK, ClipLease, Membership, Project, Role
 from ..project_config import ConfigError, diff, parse, section_changed
 from . import audit, vocabulary
 
@@ -100,16 +101,35 @@ def set_membership(*, project: Project, user, role: str, actor=None, trusted: bo
             revoke_admin_if_unused(user, actor=actor)
         audit.record("membership.set", membership, actor=actor, project=project,
                      changes={"user": user.get_username(), "role": role, "trusted": trusted, "created": created})
+        if ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER] and not user.is_superuser:
+            # No longer a reviewer: their review claims would hold clips other reviewers wait for.
+            _release_leases(project, user, actor=actor, kind=ClipLease.Kind.REVIEW, reason="membership.set")
     return membership
 
 
 def remove_membership(*, project: Project, user, actor=None) -> None:
+    """Take a user off a project. Their leases go too (each audited), so their clips return to the queue;
+    their drafts stay."""
     with transaction.atomic():
         deleted, _ = Membership.objects.filter(project=project, user=user).delete()
         if deleted:
             audit.record("membership.removed", project, actor=actor, project=project,
                          changes={"user": user.get_username()})
+            _release_leases(project, user, actor=actor, reason="membership.removed")
             revoke_admin_if_unused(user, actor=actor)
+
+
+def _release_leases(project: Project, user, *, actor, reason: str, kind: str | None = None) -> int:
+    """Delete the user's leases in the project (of one kind, or all), audited as services.queue does."""
+    leases = ClipLease.objects.filter(user=user, clip__project=project)
+    if kind is not None:
+        leases = leases.filter(kind=kind)
+    leases = list(leases.select_related("clip"))
+    for lease in leases:
+        audit.record("lease.released", lease.clip, actor=actor, project=project,
+                     changes={"user": user.get_username(), "kind": lease.kind, "reason": reason})
+    ClipLease.objects.filter(pk__in=[lease.pk for lease in leases]).delete()
+    return len(leases)
 
 
 def check_config_change(project: Project, raw) -> tuple[object, dict]:
@@ -126,8 +146,9 @@ def check_config_change(project: Project, raw) -> tuple[object, dict]:
 
 def update_config(project: Project, raw, *, actor=None) -> Project:
     """Validate and save a project's configuration, audited with its diff. Split ratios and the group key
-    are frozen once a snapshot exists (they decide which clips were held out). A change to pre-labeling
-    clears the errors it may have caused and queues the clips again."""
+    are frozen once a snapshot exists (they decide which clips were held out); a change to them queues the
+    stored splits' recomputation (a task: a million clips are no work for a request). A change to
+    pre-labeling clears the errors it may have caused and queues the clips again."""
     old_raw = project.config or {}
     new, changes = check_config_change(project, raw)
     if not changes:
@@ -138,9 +159,7 @@ def update_config(project: Project, raw, *, actor=None) -> Project:
         locked.save(update_fields=["config"])
         audit.record("project.config_changed", locked, actor=actor, project=locked, changes={"diff": changes})
         if any(path.startswith(("config.training.split", "config.training.group_key")) for path in changes):
-            from . import clip_index
-
-            clip_index.resplit(locked)
+            dispatch.resplit(locked.pk)
         if section_changed(old_raw, raw, "prelabel") or section_changed(old_raw, raw, "active_learning"):
             from . import prelabel
 

@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import selectors
-from ..models import ROLE_RANK, Annotation, Clip, ClipLease, ClipSkip, Project, Review, Role
+from ..models import ROLE_RANK, Annotation, Clip, ClipLease, ClipSkip, Membership, Project, Review, Role
 from ..project_config import project_config
 from . import audit
 
@@ -61,8 +61,10 @@ def _returned_to_others():
     """Drafts of other annotators that a reviewer sent back (a draft with a review was rejected): their
     authors keep their place until they submit again. An author who holds a live lease is counted by the
     lease already, not twice."""
+    member = Membership.objects.filter(project=OuterRef("clip__project"), user=OuterRef("annotator"))
     return (Annotation.objects.filter(clip=OuterRef("pk"), status=Annotation.Status.DRAFT)
             .filter(Exists(Review.objects.filter(annotation=OuterRef("pk"))))
+            .filter(Exists(member) | Q(annotator__is_superuser=True))  # someone who left holds no place
             .exclude(Exists(live(ClipLease.objects.filter(clip=OuterRef("clip"), user=OuterRef("annotator"),
                                                            kind=ANNOTATE)))))
 
@@ -147,7 +149,10 @@ SELECT (SELECT COUNT(*) FROM annotations_annotation WHERE clip_id = %s AND statu
        (SELECT COUNT(*) FROM annotations_annotation a WHERE a.clip_id = %s AND a.annotator_id <> %s
          AND a.status = 'draft' AND EXISTS (SELECT 1 FROM annotations_review r WHERE r.annotation_id = a.id)
          AND NOT EXISTS (SELECT 1 FROM annotations_cliplease l WHERE l.clip_id = a.clip_id
-                         AND l.user_id = a.annotator_id AND l.kind = 'annotate' AND l.expires_at > %s))
+                         AND l.user_id = a.annotator_id AND l.kind = 'annotate' AND l.expires_at > %s)
+         AND (EXISTS (SELECT 1 FROM annotations_membership m JOIN annotations_clip c ON c.project_id = m.project_id
+                      WHERE c.id = a.clip_id AND m.user_id = a.annotator_id)
+              OR EXISTS (SELECT 1 FROM auth_user u WHERE u.id = a.annotator_id AND u.is_superuser)))
 """
 
 

@@ -3,7 +3,8 @@ through one `project_vocabulary(project)` by fusion, active learning, metrics an
 
 Human labels are never rewritten: annotations and predictions store the word that was chosen, and the
 canonical term and family are resolved through the vocabulary when read. Every change bumps
-`Project.vocabulary_version`, which keys the cache below and tells stored figures they are stale.
+`Project.vocabulary_version`, which keys the cache below and tells stored figures they are stale, and queues
+the rebuild of the clip index (services.clip_index), which stores resolved terms and families.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db.models import F
 
 from ml.vocabulary import UNASSIGNED, Vocabulary, normalise
 
+from .. import dispatch
 from ..models import EmotionTerm, Project
 from . import audit
 
@@ -79,9 +81,12 @@ def project_vocabulary(project: Project) -> Vocabulary:
     return vocabulary
 
 
-def _bump(project: Project) -> None:
+def _bump(project: Project, *, terms: list[str] | None) -> None:
+    """Bump the version and, once committed, reindex the clips whose stored labels may now resolve
+    differently: those carrying one of `terms`, or all of them (None) when the change's reach is unknown."""
     Project.objects.filter(pk=project.pk).update(vocabulary_version=F("vocabulary_version") + 1)
     project.refresh_from_db(fields=["vocabulary_version"])
+    dispatch.reindex_project(project.pk, terms)
 
 
 def propose_term(project: Project, word: str, *, actor=None) -> EmotionTerm:
@@ -99,7 +104,7 @@ def propose_term(project: Project, word: str, *, actor=None) -> EmotionTerm:
                                          family=UNASSIGNED, valence=EmotionTerm.Valence.AMBIGUOUS,
                                          source="human", flagged=True)
         audit.record("vocabulary.proposed", row, actor=actor, project=project, changes={"term": word})
-        _bump(project)
+        _bump(project, terms=[word])  # spellings of the word stored before it was known now resolve to it
     return row
 
 
@@ -115,18 +120,31 @@ def approve_term(row: EmotionTerm, *, family: str, valence: str, actor=None) -> 
         EmotionTerm.objects.filter(pk=row.pk).update(family=family, valence=valence, flagged=False)
         audit.record("vocabulary.approved", row, actor=actor, project=row.project,
                      changes={"term": row.term, "family": family, "valence": valence})
-        _bump(row.project)
+        _bump(row.project, terms=[row.term])  # only its family changed
     row.refresh_from_db()
     return row
 
 
 def vocabulary_changed(project: Project, row: EmotionTerm, *, actor=None,
                        action: str = "vocabulary.changed") -> None:
-    """An edit made elsewhere (the admin): audited, and the version bumped."""
+    """An edit made elsewhere (the admin): audited, the version bumped, and every clip reindexed (the row's
+    previous state, a synonym's old canonical term say, is gone, so the affected clips cannot be named)."""
     with transaction.atomic():
         audit.record(action, row, actor=actor, project=project, changes={"term": row.term, "kind": row.kind,
                                                                          "family": row.family})
-        _bump(project)
+        _bump(project, terms=None)
+
+
+def vocabulary_rows_deleted(rows: list[EmotionTerm], *, actor=None) -> None:
+    """The admin's bulk delete: each row audited, each project's version bumped and reindexed once."""
+    with transaction.atomic():
+        projects = {}
+        for row in rows:
+            audit.record("vocabulary.deleted", row, actor=actor, project=row.project,
+                         changes={"term": row.term, "kind": row.kind, "family": row.family})
+            projects[row.project_id] = row.project
+        for project in projects.values():
+            _bump(project, terms=None)
 
 
 def complete(project: Project, text: str, limit: int = 12) -> list[dict]:

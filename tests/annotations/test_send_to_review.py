@@ -197,3 +197,16 @@ def test_the_clip_list_shows_who_holds_each_clip(client, project, people):
     response = client.get(reverse("annotations:clip-list", args=[project.slug]))
     rows = response.context["rows"]
     assert rows[0][2] == [("alice", "annotate")]
+
+
+def test_a_returned_draft_of_someone_who_left_holds_no_place(project, people):
+    from annotations.services.projects import remove_membership
+
+    clip = ready_clip(project, 1, 0.9)
+    done = submit(people["bob"], clip, ["calm"])
+    reviews.review(done, reviewer=people["rita"], decision=Review.Decision.REJECT, reason="look again",
+                   version=done.version)
+    assert queue.next_clip(people["alice"], project) is None  # Bob's returned draft keeps his place
+    remove_membership(project=project, user=people["bob"], actor=people["maria"])
+    assert queue.next_clip(people["alice"], project).clip == clip
+    assert Annotation.objects.filter(pk=done.pk, status=Annotation.Status.DRAFT).exists()  # his work is kept

@@ -17,6 +17,8 @@ PINNED = {
     "affectloop.gpu.register_configured_models": "gpu",  # on a GPU worker: it reads the model files
     "affectloop.prelabel.enqueue": "default",
     "affectloop.prelabel.rescore": "default",  # torch-free: predictions and the verified pool only
+    "affectloop.index.reindex_project": "default",  # after a vocabulary change
+    "affectloop.index.resplit": "default",  # after the split ratios or group key changed
 }
 
 

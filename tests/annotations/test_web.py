@@ -12,6 +12,15 @@ from ..conftest import needs_ffmpeg, skip_without_ffmpeg
 pytestmark = pytest.mark.django_db(transaction=True)  # uploads dispatch work on commit
 
 
+@pytest.fixture(autouse=True)
+def _fresh_progress(monkeypatch):
+    """These tests change the database between two polls milliseconds apart; the page's few seconds of
+    cached progress (selectors.live_progress) are tested in test_index_upkeep.py."""
+    from annotations import selectors
+
+    monkeypatch.setattr(selectors, "PROGRESS_CACHE_SECONDS", 0)
+
+
 def upload(client, project, path, **extra):
     with open(path, "rb") as fh:
         return client.post(reverse("annotations:clip-upload", args=[project.slug]),
