@@ -5,7 +5,7 @@ the list stays fast at a million clips.
 """
 
 import django_filters
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from .models import Annotation, Clip, ClipLabel, Prediction
 
@@ -30,7 +30,9 @@ class ClipFilter(django_filters.FilterSet):
 
     def _labels(self, **extra):
         source = self.form.cleaned_data.get("label_source") or None
-        rows = ClipLabel.objects.filter(clip=OuterRef("pk"), **extra)
+        # project_id lets the (project, term|family, source) indexes answer the semi-join from the label side
+        # (bench/clip_list.py).
+        rows = ClipLabel.objects.filter(clip=OuterRef("pk"), project_id=OuterRef("project_id"), **extra)
         return rows.filter(source=source) if source else rows
 
     def filter_noop(self, queryset, name, value):
@@ -45,7 +47,8 @@ class ClipFilter(django_filters.FilterSet):
         project = self.request_project
         vocab = project_vocabulary(project) if project is not None else None
         term = (vocab.canonical(word) if vocab else None) or word
-        return queryset.filter(Exists(self._labels(term=term)) | Exists(self._labels(family=word)))
+        # One EXISTS, not an OR of two: the OR made PostgreSQL run a subplan per clip (1.2 s at 1M clips).
+        return queryset.filter(Exists(self._labels().filter(Q(term=term) | Q(family=word))))
 
     def filter_min_score(self, queryset, name, value):
         return queryset.filter(Exists(self._labels(source=ClipLabel.Source.MODEL, score__gte=value)))
@@ -54,8 +57,14 @@ class ClipFilter(django_filters.FilterSet):
         return queryset.filter(Exists(Prediction.objects.filter(clip=OuterRef("pk"), model_version=value.strip())))
 
     def filter_annotator(self, queryset, name, value):
-        return queryset.filter(Exists(Annotation.objects.filter(clip=OuterRef("pk"),
-                                                                annotator__username=value.strip())))
+        # The id first: joining the user table inside the EXISTS made the planner walk the priority index
+        # for a rare annotator (4 s at 1M clips).
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(username=value.strip()).values_list("pk", flat=True).first()
+        if user is None:
+            return queryset.none()
+        return queryset.filter(Exists(Annotation.objects.filter(clip=OuterRef("pk"), annotator_id=user)))
 
     def __init__(self, *args, project=None, **kwargs):
         super().__init__(*args, **kwargs)

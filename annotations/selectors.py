@@ -309,6 +309,7 @@ def clip_page(clips: QuerySet[Clip], *, order: str, after: str, size: int) -> di
 
     from .models import ClipLabel
 
+    tail = None
     if order == "priority":
         clips = clips.order_by(F("priority").desc(nulls_last=True), "id")
         p, _, last = after.partition(":")
@@ -321,13 +322,18 @@ def clip_page(clips: QuerySet[Clip], *, order: str, after: str, size: int) -> di
                 except ValueError:
                     value = None
                 if value is not None:
-                    clips = clips.filter(Q(priority__lt=value) | Q(priority=value, pk__gt=int(last))
-                                         | Q(priority__isnull=True))
+                    # A range the index starts at, not an OR it must filter from the top of the order (963 ms
+                    # half way down 1M clips); the unscored tail by a second query once the scored run out
+                    # (LIMIT size + 1 there too: with LIMIT 1 the planner walked the whole tail).
+                    tail = clips.filter(priority__isnull=True)
+                    clips = clips.filter(priority__lte=value).exclude(priority=value, pk__lte=int(last))
     else:
         clips = clips.order_by("-id")
         if after.isdecimal() and len(after) < 19:
             clips = clips.filter(pk__lt=int(after))
     rows = list(clips[:size + 1])
+    if tail is not None and len(rows) <= size:
+        rows += list(tail[:size + 1])
     more = len(rows) > size
     rows = rows[:size]
     cursor = ""

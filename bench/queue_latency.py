@@ -55,19 +55,21 @@ CHUNK = 200_000  # rows per INSERT: progress lines, and no single huge transacti
 
 
 # --- the database ------------------------------------------------------------------------------------------
-def _filled(dbname: str, clips: int) -> bool:
+def _filled(dbname: str, clips: int, project: str = PROJECT, marker: str = MARKER) -> bool:
     try:
         with psycopg.connect(f"{SERVER}/{dbname}") as conn:
             row = conn.execute("SELECT description FROM annotations_project WHERE name = %s",
-                               [PROJECT]).fetchone()
+                               [project]).fetchone()
     except psycopg.Error:
         return False  # not migrated yet, or an interrupted first run
-    return row is not None and row[0] == MARKER.format(clips=clips)
+    return row is not None and row[0] == marker.format(clips=clips)
 
 
-def prepare_database(dbname: str, clips: int, refill: bool) -> bool:
-    """Create the bench database unless a complete fill of this size is there. True when it is reused."""
-    if not refill and _filled(dbname, clips):
+def prepare_database(dbname: str, clips: int, refill: bool, project: str = PROJECT,
+                     marker: str = MARKER) -> bool:
+    """Create the bench database unless a complete fill of this size is there. True when it is reused.
+    (bench/clip_list.py shares this set-up with its own project name and marker.)"""
+    if not refill and _filled(dbname, clips, project, marker):
         return True
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
         # A partial or different fill is cheaper to redo than to repair.
@@ -91,14 +93,16 @@ def configure_django(dbname: str, data_dir: Path) -> None:
     django.setup()
 
 
-def migrate(dbname: str, clips: int, reused: bool) -> bool:
+def migrate(dbname: str, clips: int, reused: bool, target: str | None = None) -> bool:
     """Migrate the database; a reused one whose history no longer matches the migrations in the tree (a
-    migration rewritten since it was applied) is filled again. Returns whether the fill is still reused."""
+    migration rewritten since it was applied) is filled again. Returns whether the fill is still reused.
+    `target`: an annotations migration to migrate to (forwards or backwards) instead of the latest."""
     from django.core.management import call_command
     from django.db import connections
 
+    args = ("annotations", target) if target else ()
     try:
-        call_command("migrate", verbosity=0, interactive=False)
+        call_command("migrate", *args, verbosity=0, interactive=False)
         return reused
     except Exception as exc:  # any failure on a fresh database is real: raised below
         if not reused:
@@ -107,7 +111,7 @@ def migrate(dbname: str, clips: int, reused: bool) -> bool:
               f"filling it again", flush=True)
     connections.close_all()
     prepare_database(dbname, clips, refill=True)
-    call_command("migrate", verbosity=0, interactive=False)
+    call_command("migrate", *args, verbosity=0, interactive=False)
     return False
 
 
@@ -149,8 +153,11 @@ def split_sql(sha: str, ratios) -> str:
             f"WHEN {point} < {(ratios.train + ratios.val) / total!r} THEN 'val' ELSE 'test' END")
 
 
-def fill(clips: int) -> None:
-    """One project, `clips` ready pre-labelled clips and a fused prediction each, in set-based SQL."""
+def fill(clips: int, project_name: str = PROJECT, marker: str | None = MARKER,
+         clip_columns: dict | None = None):
+    """One project, `clips` ready pre-labelled clips and a fused prediction each, in set-based SQL. Returns
+    the project. `clip_columns` overrides the SQL of some clip columns (in terms of g, the clip's number);
+    marker None leaves the project unmarked (the caller adds more and marks it)."""
     from django.contrib.auth import get_user_model
     from django.db import connection
 
@@ -159,7 +166,7 @@ def fill(clips: int) -> None:
     from annotations.services.projects import create_project
 
     owner, _ = get_user_model().objects.get_or_create(username="bench-owner")
-    project = create_project(name=PROJECT, creator=owner)
+    project = create_project(name=project_name, creator=owner)
     terms = list(EmotionTerm.objects.filter(project=project, kind=EmotionTerm.Kind.TERM)
                  .order_by("term").values_list("term", flat=True))
     # SQL per column; parameters are %(name)s, so a modulo is %%.
@@ -178,6 +185,7 @@ def fill(clips: int) -> None:
     }
     if "split" in {f.column for f in Clip._meta.concrete_fields}:
         clip_sql["split"] = split_sql("sha", project_config(project).training.split)
+    clip_sql.update(clip_columns or {})
     prediction_sql = {
         "clip_id": "c.id", "backend": "'fused'", "model_version": "'fused:bench'",
         "labels": "jsonb_build_array("
@@ -210,8 +218,10 @@ def fill(clips: int) -> None:
         cur.execute("VACUUM ANALYZE annotations_clip")
         cur.execute("VACUUM ANALYZE annotations_prediction")
     print(f"  vacuum analyze: {time.perf_counter() - t:.1f} s", flush=True)
-    project.description = MARKER.format(clips=clips)
-    project.save(update_fields=["description"])
+    if marker is not None:
+        project.description = marker.format(clips=clips)
+        project.save(update_fields=["description"])
+    return project
 
 
 def reset_run_state(project, overlap: int, annotators: int, done: int) -> list:

@@ -49,6 +49,7 @@ def test_filters_run_on_the_index(client, project, manager, annotator):
     assert names(client.get(url, {"min_score": "0.5"})) == ["clip-001"]
     assert names(client.get(url, {"min_disagreement": "0.5"})) == ["clip-001"]
     assert names(client.get(url, {"annotator": "alice"})) == ["clip-002"]
+    assert names(client.get(url, {"annotator": "nobody"})) == []
     assert names(client.get(url, {"label_state": "submitted"})) == ["clip-002"]
     split = Clip.objects.get(pk=a.pk).split
     assert split in ("train", "val", "test") and "clip-001" in names(client.get(url, {"split": split}))
