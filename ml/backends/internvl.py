@@ -8,10 +8,16 @@ Frames go in as a video, so the processor renders each one as exactly one image 
 the image path, which the processor switches on by default; the video path never tiles, but it resizes to
 the *video processor's* size (384 px by default in transformers), which need not match the vision tower,
 so the size is forced to the model's image size on every call and checked on the output.
+
+`InternVLInputs` is the one place that turns a clip into model inputs (prompt, frames, processor call);
+LoRA training (ml.training) builds its samples through it too, so a fine-tuned adapter sees at inference
+exactly the token ids it was trained on. `predict_prepared` is the one generate-and-parse step, used by the
+backend and by training's evaluation.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -21,17 +27,23 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoProcessor, BatchFeature, InternVLForConditionalGeneration
+from transformers import (
+    AutoProcessor,
+    BatchFeature,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    ProcessorMixin,
+)
 
-from ml.prompts import internvl_user_text
+from ml.prompts import CAPTION, LABELS, internvl_caption_text, internvl_user_text
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
 from ml.versions import adapter_id, internvl_identity, prediction_version
 from ml.video import VideoReadError, sample_frames
 
 SOURCE = "internvl"
-# Language model only: a bare ["q_proj", ...] list would also wrap the vision tower's projections.
-LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+DEFAULT_FRAMES = 8
+_USER_TEXT = {LABELS: internvl_user_text, CAPTION: internvl_caption_text}
 
 
 @dataclass
@@ -41,10 +53,98 @@ class PreparedBatch:
     errors: dict[int, str]  # clip index -> why its video could not be used
 
 
+class InternVLInputs:
+    """Clip -> model inputs, the one way: the chat-templated prompt around the versioned instruction,
+    `num_frames` frames at segment centres (ml.video), and the processor call that makes each frame one
+    untiled tile at the vision tower's size. Inference (`InternVLBackend`) and LoRA training
+    (`ml.training.data`) both use it."""
+
+    def __init__(self, processor: ProcessorMixin, config: InternVLConfig,
+                 num_frames: int = DEFAULT_FRAMES) -> None:
+        self.processor, self.num_frames = processor, num_frames
+        self.image_size = int(config.vision_config.image_size[0])
+        patch = int(config.vision_config.patch_size[0])
+        self.image_tokens_per_frame = round((self.image_size / patch) ** 2 * config.downsample_ratio ** 2)
+        if processor.image_seq_length != self.image_tokens_per_frame:
+            raise ValueError(f"processor expands each frame to {processor.image_seq_length} tokens, "
+                             f"the model expects {self.image_tokens_per_frame}")
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def pad_id(self) -> int:
+        return pad_token_id(self.tokenizer)
+
+    def prompt(self, transcript: str, task: str = LABELS) -> str:
+        """The user turn (video, then the instruction for `task`) and the opening of the assistant's turn."""
+        messages = [{"role": "user", "content": [{"type": "video"},
+                                                 {"type": "text", "text": _USER_TEXT[task](transcript)}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def frames(self, path: str | Path):
+        """`num_frames` RGB frames (n, H, W, 3) at segment centres; VideoReadError when undecodable."""
+        return sample_frames(path, self.num_frames)
+
+    def encode(self, prompts: Sequence[str], videos: Sequence, *, padding_side: str = "left") -> BatchFeature:
+        """The processor call: token ids with each `<video>` expanded to its frames' image tokens, and the
+        frames as (len(videos) * num_frames, 3, image_size, image_size) pixel values."""
+        size = {"height": self.image_size, "width": self.image_size}
+        inputs = self.processor(text=list(prompts), videos=list(videos), padding=True,
+                                padding_side=padding_side, return_tensors="pt",
+                                videos_kwargs={"size": size, "do_sample_frames": False})
+        expected = (len(videos) * self.num_frames, 3, self.image_size, self.image_size)
+        if tuple(inputs["pixel_values"].shape) != expected:
+            raise RuntimeError(f"frames became {tuple(inputs['pixel_values'].shape)}, expected {expected}")
+        return inputs
+
+    def prepare(self, clips: Sequence[ClipInput]) -> PreparedBatch:
+        """Encode the clips whose video decodes, left-padded for generation; the others are reported."""
+        rows, videos, errors = [], [], {}
+        for index, clip in enumerate(clips):
+            try:
+                videos.append(self.frames(clip.video_path))
+                rows.append(index)
+            except (VideoReadError, OSError) as exc:
+                errors[index] = str(exc) or type(exc).__name__
+        if not rows:
+            return PreparedBatch(None, [], errors)
+        prompts = [self.prompt(clips[i].transcript) for i in rows]
+        return PreparedBatch(self.encode(prompts, videos), rows, errors)
+
+    @functools.cached_property
+    def end_of_turn(self) -> str:
+        """What the chat template writes to close an assistant message ("<|im_end|>" for InternVL3): the
+        token a trained answer ends with, so that generation stops there."""
+        marker = "\x00ANSWER\x00"
+        rendered = self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": "?"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": marker}]}], tokenize=False)
+        return rendered.split(marker, 1)[1].strip()
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The token ids a trained answer is made of: `answer`, then the end-of-turn token."""
+        end = self.tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(end) != 1:
+            raise ValueError(f"the end of turn {self.end_of_turn!r} is not one token: {end}")
+        return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + end
+
+
+def stop_token_ids(model: torch.nn.Module, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    return {i for i in [*eos, tokenizer.eos_token_id, tokenizer.pad_token_id] if i is not None}
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+
 class InternVLBackend:
     name = SOURCE
 
-    def __init__(self, model_path: str, *, adapter: str | None = None, num_frames: int = 8,
+    def __init__(self, model_path: str, *, adapter: str | None = None, num_frames: int = DEFAULT_FRAMES,
                  device: str | None = None, max_new_tokens: int = 48, dtype: torch.dtype | None = None,
                  batch_size: int = 8) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -55,19 +155,9 @@ class InternVLBackend:
         self.base_model = InternVLForConditionalGeneration.from_pretrained(model_path, dtype=self.dtype)
         self.base_model.to(self.device).eval()
         self.model: InternVLForConditionalGeneration | PeftModel = self.base_model
-
-        config = self.base_model.config
-        self.image_size = int(config.vision_config.image_size[0])
-        patch = int(config.vision_config.patch_size[0])
-        self.image_tokens_per_frame = round((self.image_size / patch) ** 2 * config.downsample_ratio ** 2)
-        if self.processor.image_seq_length != self.image_tokens_per_frame:
-            raise ValueError(f"processor expands each frame to {self.processor.image_seq_length} tokens, "
-                             f"the model expects {self.image_tokens_per_frame}")
-        tokenizer = self.processor.tokenizer
-        eos = self.base_model.generation_config.eos_token_id
-        eos = eos if isinstance(eos, list) else [eos]
-        self._stop_ids = {i for i in [*eos, tokenizer.eos_token_id, tokenizer.pad_token_id] if i is not None}
-        self._pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        self.inputs = InternVLInputs(self.processor, self.base_model.config, num_frames)
+        self.image_size = self.inputs.image_size
+        self.image_tokens_per_frame = self.inputs.image_tokens_per_frame
 
         self._adapters: dict[str, str] = {}  # peft adapter name -> adapter id (with weights hash)
         self._active: str | None = None
@@ -140,28 +230,13 @@ class InternVLBackend:
     # --- inputs --------------------------------------------------------------------------------------
 
     def render_prompt(self, transcript: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "video"},
-                                                 {"type": "text", "text": internvl_user_text(transcript)}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.inputs.prompt(transcript)
 
     def prepare(self, clips: Sequence[ClipInput]) -> PreparedBatch:
-        rows, videos, errors = [], [], {}
-        for index, clip in enumerate(clips):
-            try:
-                videos.append(sample_frames(clip.video_path, self.num_frames))
-                rows.append(index)
-            except (VideoReadError, OSError) as exc:
-                errors[index] = str(exc) or type(exc).__name__
-        if not rows:
-            return PreparedBatch(None, [], errors)
-        size = {"height": self.image_size, "width": self.image_size}
-        inputs = self.processor(text=[self.render_prompt(clips[i].transcript) for i in rows], videos=videos,
-                                padding=True, padding_side="left", return_tensors="pt",
-                                videos_kwargs={"size": size, "do_sample_frames": False})
-        expected = (len(rows) * self.num_frames, 3, self.image_size, self.image_size)
-        if tuple(inputs["pixel_values"].shape) != expected:
-            raise RuntimeError(f"frames became {tuple(inputs['pixel_values'].shape)}, expected {expected}")
-        return PreparedBatch(inputs.to(self.device, dtype=self.dtype), rows, errors)
+        batch = self.inputs.prepare(clips)
+        if batch.inputs is not None:
+            batch.inputs = batch.inputs.to(self.device, dtype=self.dtype)
+        return batch
 
     @torch.inference_mode()
     def next_token_logits(self, clips: Sequence[ClipInput]) -> torch.Tensor:
@@ -180,45 +255,56 @@ class InternVLBackend:
             out.extend(self._predict_batch(clips[start:start + self.batch_size]))
         return out
 
-    @torch.inference_mode()
     def _predict_batch(self, clips: Sequence[ClipInput]) -> list[Prediction]:
         started = time.perf_counter()
         version = self.model_version
         batch = self.prepare(clips)
-        done: dict[int, Prediction] = {}
-        if batch.inputs is not None:
-            with self._active_model() as model:
-                generated = model.generate(**batch.inputs, do_sample=False,
-                                           max_new_tokens=self.max_new_tokens, pad_token_id=self._pad_id,
-                                           output_scores=True, return_dict_in_generate=True)
-            prompt_len = batch.inputs["input_ids"].shape[1]
-            new_ids = generated.sequences[:, prompt_len:]
-            # One step at a time: the whole (batch, steps, vocab) block in fp32 is ~230 MB at 151k vocab.
-            chosen = torch.stack([step.float().log_softmax(-1).gather(-1, new_ids[:, t:t + 1]).squeeze(-1)
-                                  for t, step in enumerate(generated.scores)], dim=1).exp()
-            prompt_tokens = batch.inputs["attention_mask"].sum(dim=1).tolist()
-            seconds = (time.perf_counter() - started) / len(batch.rows)
-            for row, index in enumerate(batch.rows):
-                ids, probs = new_ids[row].tolist(), chosen[row].tolist()
-                stop = next((i for i, t in enumerate(ids) if t in self._stop_ids), None)
-                truncated = stop is None
-                ids, probs = ids[:stop], probs[:stop]
-                raw_text, labels, flags = self._read_answer(ids, probs)
-                done[index] = Prediction(
-                    clip_id=clips[index].clip_id, labels=labels, raw_text=raw_text, model_version=version,
-                    prompt_tokens=int(prompt_tokens[row]), seconds=seconds,
-                    flags=flags + (["truncated"] if truncated else []))
-        return [done.get(index) or Prediction(
-            clip_id=clip.clip_id, labels=[], raw_text="", model_version=version, prompt_tokens=0, seconds=0.0,
-            error=batch.errors.get(index, "not processed")) for index, clip in enumerate(clips)]
+        with self._active_model() as model:
+            return predict_prepared(model, self.processor.tokenizer, clips, batch, version=version,
+                                    max_new_tokens=self.max_new_tokens, started=started)
 
     def _token_texts(self, ids: list[int]) -> list[str]:
-        return token_pieces(self.processor.tokenizer.decode, ids, skip_special_tokens=True)
+        return _token_texts(self.processor.tokenizer, ids)
 
-    def _read_answer(self, ids: list[int], probs: list[float]) -> tuple[str, list[Label], list[str]]:
-        token_texts = self._token_texts(ids)
-        raw_text = "".join(token_texts)
-        return (raw_text, *labels_from_answer(raw_text, token_texts, probs))
+
+@torch.inference_mode()
+def predict_prepared(model: torch.nn.Module, tokenizer, clips: Sequence[ClipInput], batch: PreparedBatch, *,
+                     version: str, max_new_tokens: int, started: float | None = None) -> list[Prediction]:
+    """Greedy answers for a prepared batch (inputs already on the model's device), parsed into scored labels;
+    a clip whose video failed gets a Prediction with its error."""
+    started = time.perf_counter() if started is None else started
+    done: dict[int, Prediction] = {}
+    if batch.inputs is not None:
+        stop_ids = stop_token_ids(model, tokenizer)
+        generated = model.generate(**batch.inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                   pad_token_id=pad_token_id(tokenizer), output_scores=True,
+                                   return_dict_in_generate=True)
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        new_ids = generated.sequences[:, prompt_len:]
+        # One step at a time: the whole (batch, steps, vocab) block in fp32 is ~230 MB at 151k vocab.
+        chosen = torch.stack([step.float().log_softmax(-1).gather(-1, new_ids[:, t:t + 1]).squeeze(-1)
+                              for t, step in enumerate(generated.scores)], dim=1).exp()
+        prompt_tokens = batch.inputs["attention_mask"].sum(dim=1).tolist()
+        seconds = (time.perf_counter() - started) / len(batch.rows)
+        for row, index in enumerate(batch.rows):
+            ids, probs = new_ids[row].tolist(), chosen[row].tolist()
+            stop = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+            truncated = stop is None
+            ids, probs = ids[:stop], probs[:stop]
+            token_texts = _token_texts(tokenizer, ids)
+            raw_text = "".join(token_texts)
+            labels, flags = labels_from_answer(raw_text, token_texts, probs)
+            done[index] = Prediction(
+                clip_id=clips[index].clip_id, labels=labels, raw_text=raw_text, model_version=version,
+                prompt_tokens=int(prompt_tokens[row]), seconds=seconds,
+                flags=flags + (["truncated"] if truncated else []))
+    return [done.get(index) or Prediction(
+        clip_id=clip.clip_id, labels=[], raw_text="", model_version=version, prompt_tokens=0, seconds=0.0,
+        error=batch.errors.get(index, "not processed")) for index, clip in enumerate(clips)]
+
+
+def _token_texts(tokenizer, ids: list[int]) -> list[str]:
+    return token_pieces(tokenizer.decode, ids, skip_special_tokens=True)
 
 
 def labels_from_answer(raw_text: str, token_texts: Sequence[str],

@@ -7,6 +7,10 @@ emotion, so a model can learn colour -> emotion as well as transcript -> emotion
 and labels depend only on `seed` and the clip index; every clip of one call has different pixels and
 sound, so their sha256 differ.
 
+`generate_colour_clips` renders clips of one solid colour whose hue alone carries the emotion (the
+transcript is neutral): a task that a tiny random model learns from the frames in a few hundred LoRA steps,
+for the training tests. `write_training_jsonl` writes clips as the JSONL that `python -m ml.train` reads.
+
 `make_clip` makes one plain clip (a test pattern and a sine tone) in whatever container, codecs and
 layout a test or benchmark needs.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import json
 import os
 import random
 import shutil
@@ -239,6 +244,55 @@ def _srt(transcript: str, seconds: float) -> str:
 def _ts(t: float) -> str:
     ms = round(t * 1000)
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+# --- solid-colour clips: an emotion that only the frames tell ----------------------------------------
+
+COLOUR_EMOTIONS = {"angry": 0.0, "happy": 0.15, "calm": 0.33, "sad": 0.62}  # emotion -> hue
+_NEUTRAL_LINES = ("", "Okay.", "Here it is.", "Look at this.", "Hello there.", "So, yes.")
+
+
+def generate_colour_clips(out_dir, count: int, *, seed: int = 0, seconds: float = 0.5, size: int = 32,
+                          fps: int = 8, emotions: dict[str, float] | None = None,
+                          workers: int | None = None) -> list[SampleClip]:
+    """`count` clips of one solid colour each. Clip i shows emotion i mod k of `emotions` (name -> hue,
+    default COLOUR_EMOTIONS) at that hue +-0.02, with saturation and brightness drawn from `seed`; its labels
+    are [name] and its transcript a neutral line, so only the colour tells the emotion. Files are named
+    colour_<seed>_<i>.mp4: calls with different seeds can share a folder, and every file differs."""
+    _require_ffmpeg()
+    emotions = emotions or COLOUR_EMOTIONS
+    names = list(emotions)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def render(index: int) -> SampleClip:
+        rng = random.Random(f"affectloop-colour:{seed}:{index}")
+        name = names[index % len(names)]
+        hue = emotions[name] + rng.uniform(-0.02, 0.02)
+        colour = _colour(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
+        path = out_dir / f"colour_{seed}_{index:04d}.mp4"
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-hide_banner", "-y", "-f", "lavfi",
+               "-i", f"color=c={colour}:s={size}x{size}:r={fps}:d={seconds}", "-c:v", "libx264",
+               "-preset", "veryfast", "-threads", "1", "-pix_fmt", "yuv420p", "-an",
+               "-movflags", "+faststart", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace")[-500:]
+            raise RuntimeError(f"ffmpeg failed for {path.name}: {message}")
+        return SampleClip(path=path, transcript=rng.choice(_NEUTRAL_LINES), labels=[name], language="en")
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(render, range(count)))
+
+
+def write_training_jsonl(path, clips: Sequence[SampleClip]) -> Path:
+    """One {"video", "transcript", "labels"} line per clip, the video relative to the file's folder (the
+    format `python -m ml.train` reads)."""
+    path = Path(path)
+    lines = [json.dumps({"video": os.path.relpath(clip.path, path.parent), "transcript": clip.transcript,
+                         "labels": clip.labels}, ensure_ascii=False) for clip in clips]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
 
 
 _FASTSTART_SUFFIXES = {".mp4", ".mov", ".m4a"}

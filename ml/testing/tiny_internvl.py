@@ -3,7 +3,8 @@
 `build_tiny_internvl` writes config, weights, tokenizer, image/video processors and chat template into a
 folder that `AutoProcessor` / `InternVLForConditionalGeneration.from_pretrained` load back, so tests run
 the production loading path. The geometry is the real one by default (448-px frames, 14-px patches,
-pixel-shuffle 0.5 -> 256 tokens per frame); only the widths and depths are tiny.
+pixel-shuffle 0.5 -> 256 tokens per frame); only the widths and depths are tiny. `image_size=56` gives 4 tokens
+per frame, which the training tests use to learn a task in seconds on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
-from ml.backends.internvl import LORA_TARGET_MODULES
+from ml.training.config import LORA_TARGET_MODULES
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>",
                   "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
