@@ -415,13 +415,23 @@ class TrainingRunAdmin(ProjectScopedAdmin):
 
 
 class SnapshotItemInline(admin.TabularInline):
+    """Frozen: services.snapshots writes items, and only erasure removes one."""
     model = SnapshotItem
     extra = 0
     raw_id_fields = ["clip"]
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(SnapshotItem)
-class SnapshotItemAdmin(ProjectScopedAdmin):
+class SnapshotItemAdmin(ReadOnlyScopedAdmin):
     project_path = "snapshot__project"
     list_display = ["id", "snapshot", "clip", "split"]
     list_filter = ["split"]
@@ -429,7 +439,7 @@ class SnapshotItemAdmin(ProjectScopedAdmin):
 
 
 @admin.register(DatasetSnapshot)
-class DatasetSnapshotAdmin(ProjectScopedAdmin):
+class DatasetSnapshotAdmin(ReadOnlyScopedAdmin):
     list_display = ["name", "project", "clip_count", "content_hash", "created_at"]
     list_filter = ["project"]
     search_fields = ["name", "content_hash"]

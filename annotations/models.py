@@ -411,12 +411,22 @@ class EmotionTerm(models.Model):
 
 
 class DatasetSnapshot(models.Model):
-    """A frozen set of verified clips with their labels; its content hash names it."""
+    """A frozen set of verified clips with their labels; its content hash names it (services.snapshots).
+
+    Immutable once frozen: the service never updates or deletes one, and only erasure removes an item. The
+    hash covers every item's content, the vocabulary version and the split config, so freezing the same
+    data again finds this row instead of making another."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
     name = models.CharField(max_length=120)
     content_hash = models.CharField(max_length=64)
     clip_count = models.PositiveIntegerField(default=0)
+    # What the labels were resolved with, how the clips were split, and how they were chosen.
+    vocabulary_version = models.PositiveIntegerField(default=1)
+    split_config = models.JSONField(default=dict, blank=True,
+                                    help_text='{"train": 0.8, "val": 0.1, "test": 0.1, "group_key": ""}')
+    split_counts = models.JSONField(default=dict, blank=True, help_text='{"train": n, "val": n, "test": n}')
+    filters = models.JSONField(default=dict, blank=True, help_text="The ClipFilter arguments of the first freeze")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -434,6 +444,9 @@ class DatasetSnapshot(models.Model):
 
 
 class SnapshotItem(models.Model):
+    """One verified clip as it was frozen. People are plain integer ids, not foreign keys, so that a frozen
+    snapshot never blocks deleting a user account (and history keeps who did the work)."""
+
     class Split(models.TextChoices):
         TRAIN = "train", "Train"
         VAL = "val", "Validation"
@@ -442,14 +455,31 @@ class SnapshotItem(models.Model):
     snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="items")
     # RESTRICT: a snapshotted clip cannot be deleted alone, but goes with its project.
     clip = models.ForeignKey(Clip, on_delete=models.RESTRICT, related_name="snapshot_items")
-    labels = models.JSONField()
+    clip_name = models.CharField(max_length=300, default="")
+    sha256 = models.CharField(max_length=64, default="")
+    transcript = models.TextField(blank=True, default="")
+    labels = models.JSONField(help_text="The verified words, in order")
+    terms = models.JSONField(default=list, help_text="Each label's canonical term, parallel to labels")
+    families = models.JSONField(default=list, help_text="Each label's family, parallel to labels")
     split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+    annotator_ids = models.JSONField(default=list, help_text="User ids of the accepted annotation's author(s)")
+    reviewer_ids = models.JSONField(default=list, help_text="User ids of the reviewer(s) who verified it")
+    predictions = models.JSONField(default=list, help_text='What the annotator was shown: [{"backend", '
+                                                           '"model_version", "labels"}]; [] when blind')
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["snapshot", "clip"], name="snapshotitem_unique_clip"),
             models.CheckConstraint(condition=Q(split__in=["train", "val", "test"]), name="snapshotitem_split_valid"),
         ]
+        # The JSONL writer reads one split of one snapshot at a time (and sorts by name itself).
+        indexes = [models.Index(fields=["snapshot", "split", "clip_name"], name="snapshotitem_split_name")]
+
+    def save(self, *args, **kwargs):
+        # A frozen item is never edited: what a model was trained on must stay what it was. Erasure deletes.
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("snapshot items are immutable")
+        super().save(*args, **kwargs)
 
 
 class TrainingRun(models.Model):
