@@ -17,6 +17,8 @@ REGISTER_CONFIGURED_MODELS = "affectloop.gpu.register_configured_models"
 ENQUEUE_PRELABEL = "affectloop.prelabel.enqueue"
 REINDEX_PROJECT = "affectloop.index.reindex_project"
 RESPLIT = "affectloop.index.resplit"
+TRAIN_RUN = "affectloop.train.run"
+TRAIN_WATCH = "affectloop.train.watch"
 
 
 def _send(name: str, args: tuple, **options) -> None:
@@ -48,3 +50,7 @@ def reindex_project(project_id: int, terms: list[str] | None = None, *, after: i
 
 def resplit(project_id: int) -> None:
     _send(RESPLIT, (project_id,))
+
+
+def train_run(run_id: int) -> None:
+    _send(TRAIN_RUN, (run_id,))

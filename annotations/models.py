@@ -504,6 +504,12 @@ class TrainingRun(models.Model):
     error = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Control (services.training): a manager's stop request, read by the worker between steps; how many
+    # times a worker started (or resumed) the run, which also names the worker that owns it; the adapter
+    # folder, relative to the model directory.
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    output_path = models.CharField(max_length=500, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -9,7 +9,7 @@ from celery import shared_task
 
 from . import dispatch
 from .models import Project
-from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry
+from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry, training
 
 
 @shared_task(name=dispatch.PROCESS_CLIP, acks_late=True, max_retries=3, default_retry_delay=30)
@@ -62,3 +62,19 @@ def resplit(project_id: int) -> int:
     """After the split ratios or the group key changed: every clip's stored split, off the web request."""
     project = Project.objects.filter(pk=project_id).first()
     return clip_index.resplit(project) if project is not None else 0
+
+
+# Acknowledged on receipt, with its own time limit: a run takes hours, and neither the global task limit
+# nor a broker's redelivery of an unacknowledged message may cut it short or start it twice. A lost worker
+# is found by the run's heartbeat instead (train_watch). Idempotent: a run that is not queued is left alone.
+@shared_task(name=dispatch.TRAIN_RUN, acks_late=False, reject_on_worker_lost=False,
+             time_limit=training.TIME_LIMIT_S + 300, soft_time_limit=training.TIME_LIMIT_S)
+def train_run(run_id: int) -> str:
+    return training.execute(run_id)
+
+
+@shared_task(name=dispatch.TRAIN_WATCH)
+def train_watch() -> dict:
+    """Beat: resume (or fail) runs whose worker was lost. Routed to the default queue: the train worker is
+    busy with the run itself."""
+    return training.watch()

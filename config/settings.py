@@ -263,12 +263,15 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stale-clips": {"task": "affectloop.media.requeue_stale_clips", "schedule": 300.0},
     "enqueue-prelabel": {"task": "affectloop.prelabel.enqueue", "schedule": 120.0},
     "rescore-priorities": {"task": "affectloop.prelabel.rescore", "schedule": 1800.0},
+    "watch-training": {"task": "affectloop.train.watch", "schedule": 300.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "affectloop.media.*": {"queue": "media"},
     "affectloop.gpu.*": {"queue": "gpu"},
     "affectloop.train.*": {"queue": "train"},
+    # Torch-free and short: not behind the run it watches on the train worker (exact names win over globs).
+    "affectloop.train.watch": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -19,6 +19,8 @@ PINNED = {
     "affectloop.prelabel.rescore": "default",  # torch-free: predictions and the verified pool only
     "affectloop.index.reindex_project": "default",  # after a vocabulary change
     "affectloop.index.resplit": "default",  # after the split ratios or group key changed
+    "affectloop.train.run": "train",  # LoRA training run, acknowledged on receipt
+    "affectloop.train.watch": "default",  # beat: not queued behind the run it watches
 }
 
 

@@ -1,0 +1,400 @@
+"""LoRA training runs of InternVL: start, cancel, run (on a `train` worker) and watch.
+
+A run is a TrainingRun row: the web side creates it (`start_run`: a frozen snapshot, the effective
+`config.training`, dispatched on commit) and may ask it to stop (`cancel`); a training worker runs it
+(`execute`, through the task `affectloop.train.run`); beat watches it (`watch`, `affectloop.train.watch`).
+
+Never run twice, by design:
+- One queued-or-running run per project is a database rule (trainingrun_one_live_per_project).
+- A worker takes a run by one conditional UPDATE from queued to running, which also counts the start in
+  `attempts`. A redelivered or duplicate message finds the run running (or finished) and leaves it alone.
+- The task acknowledges its message on receipt (acks_late=False): a broker never hands a long run to a second
+  worker because the first one is slow. A lost worker is found by its stale heartbeat instead: `watch` puts
+  the run back to queued (at most MAX_RESUMES times) and the next worker resumes it from its last checkpoint
+  in the same output folder (ml.train resumes there), or marks it failed.
+- Every write a worker makes is conditional on (running, its own attempt number). A worker that watch gave
+  up on (it was only slow) finds that it no longer owns the run at its next heartbeat and stops at once.
+
+The run keeps its state in the database: progress, the step metrics (loss, lr, evaluations), a bounded log
+tail and a heartbeat, written at most every WRITE_EVERY_S seconds (plus at every evaluation).
+
+Output: the adapter in <MODEL_DIR>/adapters/<project slug>/run-<id>-<random>/ (ml.train's layout, with its resumable
+checkpoints), the JSONL it was trained on in <MODEL_DIR>/training/<project slug>/run-<id>-<random>/, and on success a
+candidate ModelVersion of the adapter (registry.register_model) with its lineage.
+
+Torch-free at import: ml.train is imported inside `execute`, which only training workers call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import dispatch
+from ..models import DatasetSnapshot, ModelVersion, Project, TrainingRun
+from ..project_config import ConfigError as ProjectConfigError
+from ..project_config import parse, project_config
+from . import audit, registry, snapshots
+
+log = logging.getLogger(__name__)
+
+# The task's own time limit. Not (yet) a project setting: config.training has no `max_hours` key.
+MAX_HOURS = 12
+TIME_LIMIT_S = MAX_HOURS * 3600
+WRITE_EVERY_S = 2.0  # at most one progress write (and one cancel check) per this many seconds
+STALE_AFTER = timedelta(minutes=20)  # a running run whose heartbeat is older lost its worker
+QUEUED_RESEND_AFTER = timedelta(hours=1)  # a queued run's message may have been lost: send it again
+MAX_RESUMES = 3  # a lost worker's run is resumed this many times, then failed
+LOG_MAX_CHARS = 64_000  # TrainingRun.log keeps the tail
+LIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+
+# config.training keys that ml.train's TrainConfig shares (same names, same meaning).
+TRAIN_KEYS = ("num_frames", "lora_rank", "lora_alpha", "lora_dropout", "learning_rate", "schedule", "epochs",
+              "batch_size", "grad_accum", "seed", "precision", "caption_ratio")
+# Frozen into the snapshot: a run cannot change them.
+NOT_OVERRIDABLE = ("split", "group_key")
+
+
+class TrainingError(ValueError):
+    """Bad input to start or cancel a run (a wrong override, a live run already, nothing to train on): safe
+    to show."""
+
+
+# --- web side -------------------------------------------------------------------------------------------
+def effective_training(project: Project, overrides: dict | None = None) -> dict:
+    """The project's `config.training` with `overrides` on top, validated by the project config schema
+    (errors name the key's full path), as plain JSON."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TrainingError("overrides must be an object of config.training keys")
+    overrides = dict(overrides or {})
+    frozen = sorted(set(overrides) & set(NOT_OVERRIDABLE))
+    if frozen:
+        raise TrainingError(f"config.training.{frozen[0]} cannot be overridden for one run (the snapshot "
+                            f"fixes the split)")
+    raw = dict(project.config or {})
+    raw["training"] = {**(raw.get("training") or {}), **overrides}
+    try:
+        parsed = parse(raw)
+    except ProjectConfigError as exc:
+        raise TrainingError(f"Invalid training settings: {exc}") from None
+    return dataclasses.asdict(parsed.training)
+
+
+def start_run(project: Project, *, actor, snapshot: DatasetSnapshot | None = None,
+              overrides: dict | None = None) -> TrainingRun:
+    """Queue a training run on `snapshot` (None: freeze everything verified now) with the project's training
+    settings plus `overrides`. Refused while another run of the project is queued or running."""
+    training = effective_training(project, overrides)
+    if TrainingRun.objects.filter(project=project, status__in=LIVE).exists():
+        raise TrainingError("A training run of this project is already queued or running.")
+    if snapshot is None:
+        try:
+            snapshot = snapshots.freeze(project, actor=actor)
+        except snapshots.SnapshotError as exc:
+            raise TrainingError(str(exc)) from None
+    elif snapshot.project_id != project.pk:
+        raise TrainingError("That snapshot belongs to another project.")
+    counts = snapshot.split_counts or {}
+    if not counts.get("train") or not counts.get("val"):
+        raise TrainingError(f"Snapshot {snapshot.name} needs clips in both the train and the validation split "
+                            f"(it has {counts.get('train', 0)} and {counts.get('val', 0)}).")
+    parent = registry.active_versions(project).get("internvl")
+    config = {"training": training, "overrides": dict(overrides or {})}
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(project=project, snapshot=snapshot, base_model=parent, config=config,
+                                             created_by=actor if getattr(actor, "pk", None) else None)
+            run.output_path = output_folder(run)
+            run.save(update_fields=["output_path"])
+            audit.record("training.started", run, actor=actor, project=project,
+                         changes={"snapshot": snapshot.name, "content_hash": snapshot.content_hash,
+                                  "overrides": config["overrides"], "parent": parent.name if parent else None})
+            dispatch.train_run(run.pk)
+    except IntegrityError:  # trainingrun_one_live_per_project: a concurrent start won
+        raise TrainingError("A training run of this project is already queued or running.") from None
+    return run
+
+
+def cancel(run: TrainingRun, *, actor) -> TrainingRun:
+    """Stop a run: a queued one (no worker holds it) is cancelled now; a running one is asked to stop, and
+    the worker marks it cancelled after saving a checkpoint (it stays live until then)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+                status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=now):
+            audit.record("training.cancelled", run, actor=actor, project=run.project, changes={"was": "queued"})
+        elif TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True):
+            audit.record("training.cancel_requested", run, actor=actor, project=run.project, changes={})
+        else:
+            run.refresh_from_db()
+            raise TrainingError(f"Training run {run.pk} has already ended ({run.status}).")
+    run.refresh_from_db()
+    return run
+
+
+def output_folder(run: TrainingRun) -> str:
+    """The adapter folder of a new run, relative to the model directory. A random suffix: a database restored
+    from a backup (or a test's rolled-back one) reuses run ids, and a new run must never resume another's
+    checkpoints."""
+    return f"adapters/{run.project.slug}/run-{run.pk}-{secrets.token_hex(4)}"
+
+
+# --- beat -----------------------------------------------------------------------------------------------
+def watch(now=None) -> dict:
+    """Find runs whose worker was lost (a running run with a stale heartbeat): queue them again to resume
+    from their last checkpoint, at most MAX_RESUMES times, else fail them. A queued run waiting longer than
+    QUEUED_RESEND_AFTER has its message sent again (a duplicate is harmless: only one worker takes it)."""
+    now = now or timezone.now()
+    outcome = {"requeued": [], "failed": [], "cancelled": [], "resent": []}
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+    for run in stale.select_related("project"):
+        with transaction.atomic():
+            mine = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, attempts=run.attempts)
+            if run.cancel_requested:  # its worker died before it could stop: nothing left to stop
+                if mine.update(status=TrainingRun.Status.CANCELLED, finished_at=now):
+                    audit.record("training.cancelled", run, project=run.project, changes={"was": "lost"})
+                    outcome["cancelled"].append(run.pk)
+            elif run.attempts > MAX_RESUMES:
+                message = (f"The worker was lost {run.attempts} times (no heartbeat for "
+                           f"{int(STALE_AFTER.total_seconds() // 60)} minutes); giving up.")
+                if mine.update(status=TrainingRun.Status.FAILED, error=message, finished_at=now):
+                    audit.record("training.failed", run, project=run.project, changes={"error": message})
+                    outcome["failed"].append(run.pk)
+            elif mine.update(status=TrainingRun.Status.QUEUED, heartbeat_at=now,
+                             log=_tail(run.log + f"[watch] no heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S}"
+                                                 f" UTC: queued again to resume (start {run.attempts + 1})\n")):
+                audit.record("training.requeued", run, project=run.project, changes={"attempts": run.attempts})
+                dispatch.train_run(run.pk)
+                outcome["requeued"].append(run.pk)
+    waiting = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED)
+    for run in waiting:
+        since = run.heartbeat_at or run.created_at
+        if since < now - QUEUED_RESEND_AFTER and TrainingRun.objects.filter(
+                pk=run.pk, status=TrainingRun.Status.QUEUED, heartbeat_at=run.heartbeat_at).update(heartbeat_at=now):
+            dispatch.train_run(run.pk)
+            outcome["resent"].append(run.pk)
+    return outcome
+
+
+# --- worker side ----------------------------------------------------------------------------------------
+def _tail(text: str) -> str:
+    return text[-LOG_MAX_CHARS:]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _safe(message: str) -> str:
+    """No server paths in what managers see."""
+    return message.replace(str(settings.MEDIA_ROOT), "<media>").replace(str(settings.MODEL_DIR), "<models>")
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """Take a queued run (queued → running, one more attempt); None when it is not queued."""
+    now = timezone.now()
+    with transaction.atomic():
+        taken = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED,
+                                           cancel_requested=False).update(
+            status=TrainingRun.Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now, error="")
+        if not taken:
+            return None
+        run = TrainingRun.objects.select_related("project", "snapshot", "base_model").get(pk=run_id)
+        if run.started_at is None:
+            TrainingRun.objects.filter(pk=run_id).update(started_at=now)
+            run.started_at = now
+    return run
+
+
+def base_model_ref(run: TrainingRun) -> tuple[str, ModelVersion | None]:
+    """The InternVL base to fine-tune, as a model reference, and the version the candidate descends from:
+    config.training.base_model, else the base of the active InternVL version, else the configured
+    pre-labeling InternVL model."""
+    ref = run.config.get("training", {}).get("base_model")
+    parent = run.base_model
+    if ref:
+        return ref, parent
+    if parent is not None:
+        return parent.base_model, parent
+    spec = project_config(run.project).prelabel.backends.internvl
+    if spec is None:
+        raise registry.RegistryError("no base model: set config.training.base_model or an InternVL "
+                                     "pre-labeling model")
+    return spec.model, parent
+
+
+class _Reporter:
+    """The progress and should_stop callbacks: state in memory, written to the run at most every
+    WRITE_EVERY_S seconds (and at every evaluation), each write also a heartbeat and an ownership check."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run, self.attempt = run, run.attempts
+        self.metrics = list(run.metrics or [])
+        self.log = run.log
+        self.progress = run.progress
+        self.last_write = 0.0
+        self.cancel = False
+        self.lost = False  # watch gave the run to another worker
+
+    def line(self, text: str) -> None:
+        self.log = _tail(self.log + text.rstrip("\n") + "\n")
+
+    def mine(self):
+        return TrainingRun.objects.filter(pk=self.run.pk, status=TrainingRun.Status.RUNNING, attempts=self.attempt)
+
+    def flush(self) -> None:
+        self.last_write = time.monotonic()
+        if not self.mine().update(metrics=self.metrics, log=self.log, progress=self.progress,
+                                  heartbeat_at=timezone.now()):
+            self.lost = True
+            return
+        self.cancel = TrainingRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_write >= WRITE_EVERY_S
+
+    def __call__(self, progress) -> None:
+        from ml.train import format_progress  # worker-only module (the caller already imported it)
+
+        entry = {"step": progress.step, "epoch": progress.epoch, "loss": progress.loss, "lr": progress.lr,
+                 "time": round(progress.elapsed_s, 3)}
+        if progress.eval is not None:
+            entry["eval"] = {k: v for k, v in progress.eval.items() if k not in ("step", "epoch")}
+        # Resumed runs report steps again from their checkpoint: keep one entry per step.
+        self.metrics = [m for m in self.metrics if m.get("step", 0) < progress.step] + [entry]
+        self.progress = min(1.0, progress.step / progress.total_steps) if progress.total_steps else 0.0
+        self.line(format_progress(progress))
+        if progress.eval is not None or self.due():
+            self.flush()
+
+    def should_stop(self) -> bool:
+        if self.due():
+            self.flush()
+        return self.cancel or self.lost
+
+
+def _finish(reporter: _Reporter, status: str, **fields) -> bool:
+    """The run's final state, if this worker still owns it."""
+    done = reporter.mine().update(status=status, metrics=reporter.metrics, log=reporter.log,
+                                  progress=reporter.progress, heartbeat_at=timezone.now(),
+                                  finished_at=timezone.now(), **fields)
+    return bool(done)
+
+
+def train_config(run: TrainingRun, base_path: str):
+    """The ml.train settings of a run: its config.training keys, this worker's options
+    (settings.TRAINING_WORKER_OPTIONS, e.g. num_workers) and the resolved base. Fixed at the first start and
+    reused on resume (ml.train refuses to resume with other settings)."""
+    from ml.training.config import TrainConfig  # standard library only
+
+    stored = run.config.get("train_config")
+    if stored:
+        return TrainConfig.from_dict(stored)
+    training = run.config.get("training", {})
+    values = {key: training[key] for key in TRAIN_KEYS if training.get(key) is not None}
+    values.update(getattr(settings, "TRAINING_WORKER_OPTIONS", {}) or {})
+    values["base_model"] = base_path
+    return TrainConfig.from_dict(values, source="config.training")
+
+
+def execute(run_id: int) -> str:
+    """Run a queued training run to its end on this worker; the run's final status, or "skipped" when it
+    was not queued (taken by another worker, finished, cancelled, or gone)."""
+    run = _claim(run_id)
+    if run is None:
+        return "skipped"
+    reporter = _Reporter(run)
+    reporter.line(f"[worker] start {run.attempts} of run {run.pk} on snapshot {run.snapshot.name}")
+    reporter.flush()
+    try:
+        return _execute(run, reporter)
+    except Exception as exc:  # a failed run must say so; the traceback goes to the log
+        log.exception("training run %s failed", run.pk)
+        reporter.line(_safe(traceback.format_exc()))
+        message = _safe(f"{type(exc).__name__}: {_one_line(exc)}")
+        _finish(reporter, TrainingRun.Status.FAILED, error=message[:2000])
+        return TrainingRun.Status.FAILED
+
+
+def _execute(run: TrainingRun, reporter: _Reporter) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    # Worker-only: torch, transformers and peft come with ml.train; the web process never imports it.
+    import ml.train as trainer
+    from ml.training.checkpoints import ResumeError
+
+    project = run.project
+    out_rel = run.output_path or output_folder(run)
+    out_dir = registry.models_dir() / out_rel
+    data_dir = registry.models_dir() / "training" / Path(out_rel).relative_to("adapters")
+    try:
+        ref, parent = base_model_ref(run)
+        config = train_config(run, registry.resolve(ref))
+    except (registry.RegistryError, trainer.ConfigError) as exc:
+        return _failed(reporter, str(exc))
+    paths = snapshots.write_jsonl(run.snapshot, data_dir)
+    saved = {**run.config, "train_config": config.to_dict(), "base_model_ref": ref}
+    TrainingRun.objects.filter(pk=run.pk).update(output_path=out_rel, config=saved)
+    run.config, run.output_path = saved, out_rel
+
+    reporter.line(f"[worker] base {ref}; output {out_rel}")
+    try:
+        metrics = trainer.train(config, paths["train"], paths["val"], out_dir, progress=reporter,
+                                should_stop=reporter.should_stop)
+    except trainer.TrainingStopped as exc:
+        reporter.line(f"[worker] stopped at step {exc.step}; checkpoint {Path(exc.checkpoint).name}")
+        if reporter.lost:
+            log.warning("training run %s: another worker took it over; stopped", run.pk)
+            return "lost"
+        if _finish(reporter, TrainingRun.Status.CANCELLED):
+            audit.record("training.cancelled", run, project=project, changes={"step": exc.step})
+        return TrainingRun.Status.CANCELLED
+    except (trainer.TrainingDataError, trainer.ConfigError, ResumeError) as exc:
+        return _failed(reporter, str(exc))
+    except SoftTimeLimitExceeded:
+        return _failed(reporter, f"ran past its time limit of {MAX_HOURS} h; the last checkpoint is kept")
+
+    try:
+        version = register_candidate(run, ref, parent, out_rel, metrics)
+    except registry.RegistryError as exc:
+        return _failed(reporter, f"the adapter could not be registered: {exc}")
+    reporter.progress = 1.0
+    reporter.line(f"[worker] done: candidate {version.name}")
+    if _finish(reporter, TrainingRun.Status.SUCCEEDED, eval_metrics=metrics.get("eval", {})):
+        audit.record("training.succeeded", run, project=project,
+                     changes={"model": version.name, "eval": metrics.get("eval", {})})
+    return TrainingRun.Status.SUCCEEDED
+
+
+def _failed(reporter: _Reporter, message: str) -> str:
+    message = _safe(" ".join(message.split()))
+    reporter.line(f"[worker] failed: {message}")
+    if _finish(reporter, TrainingRun.Status.FAILED, error=message[:2000]):
+        audit.record("training.failed", reporter.run, project=reporter.run.project, changes={"error": message})
+    return TrainingRun.Status.FAILED
+
+
+def register_candidate(run: TrainingRun, base_ref: str, parent: ModelVersion | None, adapter: str,
+                       metrics: dict) -> ModelVersion:
+    """The trained adapter as a candidate InternVL version of the project, with its lineage in `metrics`:
+    the snapshot, the run, the settings and the data hash ml.train recorded."""
+    version = registry.register_model(run.project, "internvl", model=base_ref, adapter=adapter,
+                                      training_run=run, parent=parent)
+    lineage = {"eval": metrics.get("eval", {}), "best_step": metrics.get("best_step"),
+               "steps": metrics.get("steps"), "data_hash": metrics.get("data_hash"),
+               "samples": metrics.get("samples"), "snapshot": run.snapshot_id,
+               "snapshot_hash": run.snapshot.content_hash, "training_run": run.pk,
+               "config": run.config.get("train_config", {}), "parent": parent.name if parent else None}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=lineage)
+    version.refresh_from_db()
+    return version
