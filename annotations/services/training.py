@@ -44,7 +44,7 @@ from .. import dispatch
 from ..models import DatasetSnapshot, ModelVersion, Project, TrainingRun
 from ..project_config import ConfigError as ProjectConfigError
 from ..project_config import parse, project_config
-from . import audit, registry, snapshots
+from . import audit, evaluation, registry, snapshots
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +368,34 @@ def _execute(run: TrainingRun, reporter: _Reporter) -> str:
         version = register_candidate(run, ref, parent, out_rel, metrics)
     except registry.RegistryError as exc:
         return _failed(reporter, f"the adapter could not be registered: {exc}")
+    # Score candidate, active and base on the snapshot's test split (services.evaluation); the figures go to
+    # the candidate (metrics["evaluation"]) and to the run (eval_metrics["test"]), and the candidate's
+    # lineage "eval" stays equal to the run's eval_metrics.
+    reporter.line(f"[worker] evaluating {version.name} on the test split")
+    reporter.flush()
+    result = evaluation.evaluate_candidate(run, version)
+    eval_metrics = {**metrics.get("eval", {}), "test": result}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, "eval": eval_metrics,
+                                                               "evaluation": result})
+    reporter.line(f"[worker] test split: {_summary(result)}")
     reporter.progress = 1.0
     reporter.line(f"[worker] done: candidate {version.name}")
-    if _finish(reporter, TrainingRun.Status.SUCCEEDED, eval_metrics=metrics.get("eval", {})):
+    if _finish(reporter, TrainingRun.Status.SUCCEEDED, eval_metrics=eval_metrics):
         audit.record("training.succeeded", run, project=project,
                      changes={"model": version.name, "eval": metrics.get("eval", {})})
+        if evaluation.promote_if_eligible(version, result):  # auto-promotion, once the run is recorded
+            TrainingRun.objects.filter(pk=run.pk).update(eval_metrics=eval_metrics)  # "test" holds the outcome
     return TrainingRun.Status.SUCCEEDED
+
+
+def _summary(result: dict) -> str:
+    if result.get("error"):
+        return f"evaluation failed: {result['error']}"
+    if not result.get("n"):
+        return "no test clips"
+    models = ", ".join(f"{name} F {result[name]['f']:.3f}" for name in evaluation.MODELS if name in result)
+    eligible = "eligible for auto-promotion" if result["promotion"]["eligible"] else "not auto-promoted"
+    return f"n {result['n']}: {models}; {eligible}"
 
 
 def _failed(reporter: _Reporter, message: str) -> str:
