@@ -1,6 +1,8 @@
 from django.urls import path
 
-from . import views, work_views as work
+from . import training_views as train
+from . import views
+from . import work_views as work
 
 app_name = "annotations"
 
@@ -17,6 +19,12 @@ urlpatterns = [
     path("p/<slug:slug>/next/annotate", work.next_annotate, name="next-annotate"),
     path("p/<slug:slug>/vocabulary.json", work.vocabulary_complete, name="vocabulary"),
     path("p/<slug:slug>/vocabulary/propose", work.vocabulary_propose, name="vocabulary-propose"),
+    path("p/<slug:slug>/training/", train.training_runs, name="training-runs"),
+    path("p/<slug:slug>/training/banner", train.training_banner, name="training-banner"),
+    path("p/<slug:slug>/training/<int:run_id>/", train.training_run, name="training-run"),
+    path("p/<slug:slug>/training/<int:run_id>/live", train.training_run_live, name="training-run-live"),
+    path("p/<slug:slug>/training/<int:run_id>/cancel", train.training_run_cancel, name="training-run-cancel"),
+    path("p/<slug:slug>/models/", train.model_versions, name="models"),
     path("clips/<int:clip_id>/", work.clip_annotate, name="clip-annotate"),
     path("clips/<int:clip_id>/draft", work.clip_draft, name="clip-draft"),
     path("clips/<int:clip_id>/submit", work.clip_submit, name="clip-submit"),
