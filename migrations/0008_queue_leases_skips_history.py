@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import migrations, models
 from django.db.models import Exists, OuterRef, Q
 
+from ._operations import InOneTransaction
+
 # The queue's order, priority DESC NULLS LAST then id, per project. SQLite has no NULLS LAST in an index,
 # and its DESC already sorts NULLs last; PostgreSQL sorts them first unless told.
 QUEUE_INDEX = {
@@ -42,35 +44,6 @@ def keep_one_lease_per_clip(apps, schema_editor):
         Q(acquired_at__gt=OuterRef("acquired_at"))
         | Q(acquired_at=OuterRef("acquired_at"), pk__gt=OuterRef("pk")))
     ClipLease.objects.filter(~Q(kind="annotate") | Exists(newer)).delete()
-
-
-def _run_deferred_sql(schema_editor):
-    while schema_editor.deferred_sql:
-        schema_editor.execute(schema_editor.deferred_sql.pop(0))
-
-
-class InOneTransaction(migrations.SeparateDatabaseAndState):
-    """Its operations in one transaction inside a non-atomic migration (Migration.apply wraps an operation
-    whose `atomic` is true), with the index SQL they defer to the migration's end: all of them or none."""
-
-    atomic = True
-
-    def __init__(self, operations):
-        super().__init__(database_operations=operations, state_operations=operations)
-
-    def deconstruct(self):
-        return self.__class__.__qualname__, [self.database_operations], {}
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        super().database_forwards(app_label, schema_editor, from_state, to_state)
-        _run_deferred_sql(schema_editor)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        super().database_backwards(app_label, schema_editor, from_state, to_state)
-        _run_deferred_sql(schema_editor)
-
-    def describe(self):
-        return "In one transaction: " + "; ".join(op.describe() for op in self.database_operations)
 
 
 class Migration(migrations.Migration):

@@ -11,6 +11,8 @@ split column's index comes last, built CONCURRENTLY on PostgreSQL, with the name
 import django.db.models.deletion
 from django.db import migrations, models
 
+from ._operations import InOneTransaction
+
 # Django's names for the split column's db_index (and, on PostgreSQL, its LIKE index for a varchar).
 SPLIT_INDEX = "annotations_clip_split_a6de0f3a"
 SPLIT_INDEXES = {
@@ -36,35 +38,6 @@ def _execute(statements):
         for sql in statements.get(schema_editor.connection.vendor, ()):
             schema_editor.execute(sql)
     return run
-
-
-def _run_deferred_sql(schema_editor):
-    while schema_editor.deferred_sql:
-        schema_editor.execute(schema_editor.deferred_sql.pop(0))
-
-
-class InOneTransaction(migrations.SeparateDatabaseAndState):
-    """Its operations in one transaction inside a non-atomic migration (Migration.apply wraps an operation
-    whose `atomic` is true), with the index SQL they defer to the migration's end: all of them or none."""
-
-    atomic = True
-
-    def __init__(self, operations):
-        super().__init__(database_operations=operations, state_operations=operations)
-
-    def deconstruct(self):
-        return self.__class__.__qualname__, [self.database_operations], {}
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        super().database_forwards(app_label, schema_editor, from_state, to_state)
-        _run_deferred_sql(schema_editor)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        super().database_backwards(app_label, schema_editor, from_state, to_state)
-        _run_deferred_sql(schema_editor)
-
-    def describe(self):
-        return "In one transaction: " + "; ".join(op.describe() for op in self.database_operations)
 
 
 def fill_splits(apps, schema_editor):
