@@ -7,25 +7,21 @@ broker's dispatch on commit is captured, not run), as a train worker would call 
 """
 
 import os
-import shutil
 from datetime import timedelta
-from itertools import count
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from annotations import tasks
-from annotations.models import AuditEvent, Clip, DatasetSnapshot, ModelVersion, Role, TrainingRun
-from annotations.services import annotating, queue, reviews, training
-from annotations.services.projects import set_membership
-from ml.splits import split_of
+from annotations.models import AuditEvent, DatasetSnapshot, ModelVersion, TrainingRun
+from annotations.services import training
+from tests.annotations import training_fixtures as shared
 from tests.conftest import skip_without_ffmpeg
 
 pytestmark = pytest.mark.django_db
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-_keys = count(1)
 # Tiny and fast: 8 training clips in batches of 4, 2 epochs = 4 steps; 2 validation clips.
 TRAINING = {"base_model": "tiny56", "lora_rank": 8, "learning_rate": 5e-3, "batch_size": 4, "grad_accum": 1,
             "epochs": 2, "num_frames": 4}
@@ -40,48 +36,8 @@ def colour_videos(tmp_path_factory) -> list:
     return generate_colour_clips(tmp_path_factory.mktemp("colour"), 10, seed=1)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A model directory holding a tiny random InternVL (56-px frames) as `tiny56`."""
-    pytest.importorskip("torch", reason="training needs torch (worker dependencies)")
-    pytest.importorskip("peft", reason="LoRA needs peft")
-    from ml.testing.tiny_internvl import build_tiny_internvl
-
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_internvl(root / "tiny56", image_size=56)
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny operations: a second thread only waits (tests/ml/test_train.py)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def worker(settings, model_dir, one_thread):
-    settings.MODEL_DIR = model_dir
-    settings.TRAINING_WORKER_OPTIONS = WORKER
-    return model_dir
-
-
-@pytest.fixture
-def people(project, django_user_model, manager):
-    users = {"alice": project.memberships.get(user__username="alice").user, "maria": manager}
-    users["rita"] = django_user_model.objects.create_user("rita", password="pw-rita-12345")
-    set_membership(project=project, user=users["rita"], role=Role.REVIEWER)
-    return users
-
-
-def _key_in(split: str) -> str:
-    while True:
-        key = f"{next(_keys):064x}"
-        if split_of(key, 0.8, 0.1, 0.1) == split:
-            return key
+model_dir, one_thread, people, start = shared.model_dir, shared.one_thread, shared.people, shared.start
+worker = shared.worker_fixture(WORKER)
 
 
 @pytest.fixture
@@ -90,28 +46,7 @@ def verified_clips(project, people, colour_videos, settings):
     the last 2 in validation), each annotated with its emotion and accepted by a reviewer."""
     project.config = {"training": TRAINING}
     project.save(update_fields=["config"])
-    clips = []
-    for index, video in enumerate(colour_videos):
-        name = f"clips/{video.path.name}"
-        (settings.MEDIA_ROOT / "clips").mkdir(parents=True, exist_ok=True)
-        shutil.copy(video.path, settings.MEDIA_ROOT / name)
-        clip = Clip.objects.create(project=project, file=name, sha256=_key_in("train" if index < 8 else "val"),
-                                   name=video.path.name, size_bytes=video.path.stat().st_size,
-                                   status=Clip.Status.READY, duration=0.5, transcript=video.transcript)
-        queue.claim(people["alice"], clip)
-        draft = annotating.start(people["alice"], clip)
-        annotation = annotating.submit(draft, labels=video.labels, base_version=draft.version)
-        reviews.review(annotation, reviewer=people["rita"], decision="accept")
-        clips.append(clip)
-    return clips
-
-
-def start(project, people, django_capture_on_commit_callbacks, **kwargs) -> TrainingRun:
-    """start_run, with the on-commit dispatch captured (not run): the test plays the worker."""
-    with django_capture_on_commit_callbacks(execute=False) as sent:
-        run = training.start_run(project, actor=people["maria"], **kwargs)
-    assert len(sent) == 1
-    return run
+    return shared.verify_clips(project, people, colour_videos, ["train"] * 8 + ["val"] * 2, settings.MEDIA_ROOT)
 
 
 # --- starting -------------------------------------------------------------------------------------------
