@@ -24,6 +24,8 @@ _REQUIRED = object()
 # A hub id is "org/name"; anything else is a path relative to AFFECTLOOP_MODEL_DIR (see models_dir()).
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CRON = re.compile(r"^\S+( \S+){4}$")
+# The default of config.training.min_test_clips (services.evaluation's promotion rule).
+MIN_TEST_CLIPS = 30
 
 
 class ConfigError(ValueError):
@@ -199,6 +201,12 @@ class Training:
                                         "otherwise a manager promotes")
     promote_margin: float = setting(0.01, "F gain over the active model on held-out test clips needed to promote",
                                     expect="a number 0..1", check=_between(0, 1, "a number"))
+    min_test_clips: int = setting(MIN_TEST_CLIPS, "test clips a candidate needs before it can be promoted "
+                                                  "automatically",
+                                  expect="an integer 1..100000", check=_between(1, 100_000))
+    max_hours: float = setting(12.0, "a run's own time limit in hours (per start of the worker); past it the "
+                                     "run fails and keeps its last checkpoint",
+                               expect="a number 0.1..168", check=_between(0.1, 168, "a number"))
     caption_ratio: float = setting(0.0, "share of training samples that are human-centric captions",
                                    expect="a number 0..1", check=_between(0, 1, "a number"))
     split: Split = setting(Split(), "train/val/test ratios; frozen once the first snapshot exists")

@@ -11,6 +11,7 @@ fragment of a finished run carries no trigger, so polling stops by itself.
 from __future__ import annotations
 
 import copy
+import math
 from datetime import timedelta
 
 from django import forms
@@ -134,13 +135,131 @@ def run_figures(run: TrainingRun) -> list[plots.Figure]:
                          chart_id=f"run-{run.pk}-eval", y_min=0, y_max=1)]
 
 
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+SCORE_NAMES = {"test_f": "test F", "f": "validation F", "exact_match": "validation exact match"}
+
+
 def version_score(version: ModelVersion) -> tuple[str, float] | None:
-    """(which, value): the held-out F of a version, or its exact match when it has no F."""
-    found = _dict(_dict(version.metrics).get("eval"))
+    """(which, value): the version's F on the test split (metrics["evaluation"]["candidate"]["f"]) when it
+    was evaluated, else its validation F, else its validation exact match; `which` is a SCORE_NAMES key."""
+    metrics = _dict(version.metrics)
+    test_f = _number(_dict(_dict(metrics.get("evaluation")).get("candidate")).get("f"))
+    if test_f is not None and not _dict(metrics.get("evaluation")).get("error"):
+        return "test_f", test_f
+    found = _dict(metrics.get("eval"))
     for key in ("f", "exact_match"):
-        if isinstance(found.get(key), (int, float)):
+        if _number(found.get(key)) is not None:
             return key, float(found[key])
     return None
+
+
+# --- the test-split evaluation (services.evaluation) -----------------------------------------------------------
+EVAL_MODELS = ("candidate", "active", "base")
+SCORE_KEYS = (("precision", "P"), ("recall", "R"), ("f", "F"))
+CHECK_NAMES = {"enough_test_clips": "enough test clips", "margin_met": "F gain meets the margin",
+               "gain_lower_bound_above_zero": "the gain's lower 95% bound is above zero"}
+
+
+def _shown(value) -> str:
+    number = _number(value)
+    return "—" if number is None else f"{number:.3f}"
+
+
+def _interval(value) -> tuple[float, float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = _number(value[0]), _number(value[1])
+        if lo is not None and hi is not None:
+            return lo, hi
+    return None
+
+
+def _score_row(model: str, version, figures) -> dict | None:
+    """One model's P, R, F as shown ("0.512", "0.401–0.620") with n; None without an F."""
+    figures = _dict(figures)
+    if _number(figures.get("f")) is None:
+        return None
+    ci = _dict(figures.get("ci"))
+    cells = []
+    for key, label in SCORE_KEYS:
+        interval = _interval(ci.get(key))
+        cells.append({"key": key, "label": label, "value": _shown(figures.get(key)),
+                      "ci": f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else ""})
+    n = figures.get("n")
+    return {"model": model, "version": version if isinstance(version, str) else "",
+            "cells": cells, "n": n if _number(n) is not None else ""}
+
+
+def evaluation_view(found, chart_id: str = "", plot: bool = False) -> dict | None:
+    """The stored test-split evaluation (services.evaluation) as the pages show it: per level a table of the
+    candidate, active and base (P, R, F with 95% intervals and n), the wheel's figures or why they were
+    skipped, the paired gain, the promotion decision, or the error. Unknown or odd keys are ignored; None
+    when there is nothing."""
+    found = _dict(found)
+    if not found:
+        return None
+    versions = _dict(found.get("models"))
+    present = [m for m in EVAL_MODELS if isinstance(found.get(m), dict)]
+
+    def table(pick) -> list[dict]:
+        rows = [_score_row(m, _dict(versions.get(m)).get("version") or _dict(versions.get(m)).get("base"),
+                           pick(_dict(found[m]))) for m in present]
+        return [r for r in rows if r]
+
+    levels = [{"name": "term", "title": "Term level", "rows": table(lambda f: f)},
+              {"name": "family", "title": "Family level",
+               "rows": table(lambda f: _dict(f.get("vocabulary")).get("family"))}]
+    wheel_info = _dict(found.get("wheel"))
+    wheel_rows = table(lambda f: f.get("wheel"))
+    if wheel_rows:
+        level = wheel_info.get("level")
+        levels.append({"name": "wheel", "rows": wheel_rows,
+                       "title": f"Emotion wheel (level {level})" if _number(level) is not None else "Emotion wheel"})
+    skipped = wheel_info.get("skipped")
+    gain = _dict(found.get("paired_gain"))
+    gain_view = None
+    if _number(gain.get("mean")) is not None:
+        interval = _interval(gain.get("ci"))
+        gain_view = {"against": str(gain.get("against") or found.get("reference") or ""),
+                     "level": str(gain.get("level") or ""), "mean": f"{gain['mean']:+.3f}",
+                     "ci": f"{interval[0]:+.3f} to {interval[1]:+.3f}" if interval else "",
+                     "p_not_better": _shown(gain.get("p_not_better")), "n": gain.get("n", "")}
+    promotion = _dict(found.get("promotion"))
+    promotion_view = None
+    if promotion:
+        checks = _dict(promotion.get("checks"))
+        promotion_view = {
+            "auto_promote": promotion.get("auto_promote") is True, "eligible": promotion.get("eligible") is True,
+            "promoted": promotion.get("promoted") is True, "margin": _shown(promotion.get("margin")),
+            "min_test_clips": promotion.get("min_test_clips", ""),
+            "checks": [(CHECK_NAMES.get(str(k), str(k)), v is True) for k, v in checks.items()],
+            "reasons": [str(r) for r in promotion.get("reasons") or [] if isinstance(r, str)]}
+    term = levels[0]["rows"]
+    figure = None
+    if plot and term:
+        series = []
+        for position, model in enumerate(present, start=1):
+            figures = _dict(found[model])
+            interval = _interval(_dict(figures.get("ci")).get("f"))
+            points = [(position, figures["f"], "F")] if _number(figures.get("f")) is not None else []
+            if interval:
+                points = [(position, interval[0], "lower 95%"), *points, (position, interval[1], "upper 95%")]
+            if points:
+                series.append(plots.Series(model, points))
+        figure = plots.figure(series, title="F on the test split, with 95% intervals",
+                              x_label=" · ".join(f"{i} {m}" for i, m in enumerate(present, start=1)),
+                              y_label="F (term level)", chart_id=chart_id or "evaluation", y_min=0, y_max=1)
+    n = found.get("n")
+    return {"n": n if _number(n) is not None else "", "split": str(found.get("split") or "test"),
+            "error": str(found["error"]) if found.get("error") else "",
+            "levels": [level for level in levels if level["rows"]],
+            "wheel_skipped": str(skipped) if skipped and not wheel_rows else "",
+            "reference": str(found.get("reference") or ""), "gain": gain_view, "promotion": promotion_view,
+            "figure": figure}
 
 
 # --- the runs page ------------------------------------------------------------------------------------------
@@ -232,7 +351,8 @@ def training_banner(request, slug):
 
 # --- one run --------------------------------------------------------------------------------------------------
 def _run_context(project, run) -> dict:
-    return {"project": project, "run": run, "row": run_row(run), "figures": run_figures(run),
+    evaluation = evaluation_view(_dict(run.eval_metrics).get("test"), chart_id=f"run-{run.pk}-test", plot=True)
+    return {"project": project, "run": run, "row": run_row(run), "figures": run_figures(run), "evaluation": evaluation,
             "log": log_tail(run.log), "is_live": run.status in training.LIVE,
             "overrides": (run.config or {}).get("overrides") or {}}
 
@@ -296,6 +416,7 @@ def model_versions(request, slug):
             snapshot = (v.training_run.snapshot if v.training_run and v.training_run.snapshot else None)
             snapshot_id = _dict(v.metrics).get("snapshot")
             rows.append({"version": v, "eval": _dict(_dict(v.metrics).get("eval")),
+                         "evaluation": evaluation_view(_dict(v.metrics).get("evaluation")),
                          "snapshot_name": snapshot.name if snapshot else snapshot_names.get(
                              snapshot_id if isinstance(snapshot_id, int) else None),
                          "score": version_score(v)})
@@ -307,11 +428,12 @@ def model_versions(request, slug):
         for v in versions:
             score = version_score(v)
             if v.backend == backend and score:
-                points.append((v.created_at, score[1], f"{v.name}{' (exact match)' if score[0] != 'f' else ''}"))
+                points.append((v.created_at, score[1], f"{v.name} ({SCORE_NAMES[score[0]]})"))
         if points:
             series.append(plots.Series(label, points))
     figure = plots.figure(series, title="Score per version", x_label="registered",
-                          y_label="F (exact match where F is absent)", chart_id="versions", y_min=0, y_max=1)
+                          y_label="F on the test split, else validation F (or exact match)", chart_id="versions",
+                          y_min=0, y_max=1)
     return render(request, "annotations/models.html", {"project": project, "groups": groups, "figure": figure})
 
 

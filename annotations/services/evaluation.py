@@ -21,7 +21,7 @@ SEED); the candidate's F gain over the reference (the active version, else the b
 interval.
 
 Promotion (`decide`): when config.training.auto_promote is on and all three hold -- the test split has at
-least MIN_TEST_CLIPS clips (a constant: the project config has no key for it), the candidate's term-level F
+least config.training.min_test_clips clips (default MIN_TEST_CLIPS), the candidate's term-level F
 beats the reference's by at least config.training.promote_margin, and the paired bootstrap's lower 95% bound
 of that gain is above zero -- the candidate is promoted through registry.promote (audited there). The
 reasons either way are stored. A manager can still promote by hand (registry.promote).
@@ -38,12 +38,11 @@ from pathlib import Path
 from django.conf import settings
 
 from ..models import ModelVersion, SnapshotItem, TrainingRun
-from ..project_config import project_config
+from ..project_config import MIN_TEST_CLIPS, project_config  # MIN_TEST_CLIPS: the config's default
 from . import registry
 
 log = logging.getLogger(__name__)
 
-MIN_TEST_CLIPS = 30  # the project config has no key for it (yet)
 RESAMPLES = 1000
 SEED = 0
 CONFIDENCE = 0.95
@@ -218,9 +217,10 @@ def evaluate_candidate(run: TrainingRun, candidate: ModelVersion) -> dict:
             message = message.replace(str(root), shown)  # no server paths in what managers see
         evaluation = {"split": "test", "n": 0, "error": f"{type(exc).__name__}: {message}"[:2000]}
     training = project_config(run.project).training
-    decision = decide(evaluation, auto_promote=training.auto_promote, margin=training.promote_margin)
+    decision = decide(evaluation, auto_promote=training.auto_promote, margin=training.promote_margin,
+                      min_test_clips=training.min_test_clips)
     evaluation["promotion"] = {"auto_promote": training.auto_promote, "margin": training.promote_margin,
-                               "min_test_clips": MIN_TEST_CLIPS, "eligible": decision["promote"],
+                               "min_test_clips": training.min_test_clips, "eligible": decision["promote"],
                                "promoted": False, "checks": decision["checks"], "reasons": decision["reasons"]}
     _store(candidate, evaluation)
     return evaluation

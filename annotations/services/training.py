@@ -48,9 +48,13 @@ from . import audit, evaluation, registry, snapshots
 
 log = logging.getLogger(__name__)
 
-# The task's own time limit. Not (yet) a project setting: config.training has no `max_hours` key.
+# A run's own time limit is config.training.max_hours (default MAX_HOURS), checked between steps by
+# _Reporter.should_stop on each start of the worker: past it the run stops at a checkpoint and fails. The Celery
+# limits of the task are fixed when it is declared (tasks.py), so they are only a backstop at the key's upper
+# bound (MAX_HOURS_LIMIT).
 MAX_HOURS = 12
-TIME_LIMIT_S = MAX_HOURS * 3600
+MAX_HOURS_LIMIT = 168
+TIME_LIMIT_S = MAX_HOURS_LIMIT * 3600
 WRITE_EVERY_S = 2.0  # at most one progress write (and one cancel check) per this many seconds
 STALE_AFTER = timedelta(minutes=20)  # a running run whose heartbeat is older lost its worker
 QUEUED_RESEND_AFTER = timedelta(hours=1)  # a queued run's message may have been lost: send it again
@@ -245,6 +249,9 @@ class _Reporter:
         self.last_write = 0.0
         self.cancel = False
         self.lost = False  # watch gave the run to another worker
+        self.max_hours = max_hours(run)
+        self.started = time.monotonic()
+        self.timed_out = False  # ran past config.training.max_hours
 
     def line(self, text: str) -> None:
         self.log = _tail(self.log + text.rstrip("\n") + "\n")
@@ -280,7 +287,17 @@ class _Reporter:
     def should_stop(self) -> bool:
         if self.due():
             self.flush()
-        return self.cancel or self.lost
+        if time.monotonic() - self.started > self.max_hours * 3600:
+            self.timed_out = True
+        return self.cancel or self.lost or self.timed_out
+
+
+def max_hours(run: TrainingRun) -> float:
+    """The run's time limit in hours: config.training.max_hours as the run was started (runs started before
+    the key existed: MAX_HOURS)."""
+    value = ((run.config or {}).get("training") or {}).get("max_hours")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+        else float(MAX_HOURS)
 
 
 def _finish(reporter: _Reporter, status: str, **fields) -> bool:
@@ -356,13 +373,17 @@ def _execute(run: TrainingRun, reporter: _Reporter) -> str:
         if reporter.lost:
             log.warning("training run %s: another worker took it over; stopped", run.pk)
             return "lost"
+        if reporter.timed_out and not reporter.cancel:
+            return _failed(reporter, f"ran past config.training.max_hours ({reporter.max_hours:g} h); the last "
+                                     f"checkpoint is kept")
         if _finish(reporter, TrainingRun.Status.CANCELLED):
             audit.record("training.cancelled", run, project=project, changes={"step": exc.step})
         return TrainingRun.Status.CANCELLED
     except (trainer.TrainingDataError, trainer.ConfigError, ResumeError) as exc:
         return _failed(reporter, str(exc))
     except SoftTimeLimitExceeded:
-        return _failed(reporter, f"ran past its time limit of {MAX_HOURS} h; the last checkpoint is kept")
+        return _failed(reporter, f"ran past its time limit of {MAX_HOURS_LIMIT} h (the task's backstop; "
+                                 f"config.training.max_hours is {reporter.max_hours:g} h)")
 
     try:
         version = register_candidate(run, ref, parent, out_rel, metrics)

@@ -40,12 +40,12 @@ def colour_videos(tmp_path_factory) -> list:
 def test_a_finished_run_is_scored_on_its_test_split_and_promoted_when_it_clearly_wins(
         project, people, colour_videos, worker, settings, monkeypatch, django_capture_on_commit_callbacks):
     monkeypatch.setenv("AFFECTLOOP_WHEEL_DIR", str(reference_path("emotion_wheel")))
-    project.config = {"training": {**TRAINING, "auto_promote": True, "promote_margin": 0.2}}
+    # min_test_clips 16: the default (30) would take twice the clips.
+    project.config = {"training": {**TRAINING, "auto_promote": True, "promote_margin": 0.2, "min_test_clips": 16}}
     project.save(update_fields=["config"])
     clips = verify_clips(project, people, colour_videos, SPLITS, settings.MEDIA_ROOT)
     active = ModelVersion.objects.create(project=project, backend="internvl", name="internvl:tiny56+base",
                                          base_model="tiny56", status="active")
-    monkeypatch.setattr(evaluation, "MIN_TEST_CLIPS", 16)  # the default (30) would take twice the clips
     run = start(project, people, django_capture_on_commit_callbacks)
     assert run.snapshot.split_counts == {"train": 32, "val": 4, "test": 16}
 
@@ -172,3 +172,62 @@ def test_the_wheel_part_is_skipped_without_a_configured_folder(monkeypatch, sett
     assert evaluation.wheel_dir() is None
     settings.WHEEL_DIR = "/data/wheel"
     assert evaluation.wheel_dir() == "/data/wheel"
+
+
+# --- config.training.max_hours: a run's own time limit (services.training) -----------------------------------
+
+def test_a_run_past_max_hours_stops_at_a_checkpoint_and_fails_naming_the_key(project, monkeypatch, settings, tmp_path):
+    """The Celery limits of the task are fixed when it is declared, so the worker checks the run's
+    config.training.max_hours between steps (should_stop) and fails the run when it is past."""
+    import time
+    from pathlib import Path
+
+    import ml.train
+    from annotations.models import DatasetSnapshot, TrainingRun
+    from annotations.services import training
+
+    snapshot = DatasetSnapshot.objects.create(project=project, name="snap-x", content_hash="f" * 64, clip_count=2,
+                                              split_counts={"train": 1, "val": 1, "test": 0})
+    run = TrainingRun.objects.create(project=project, snapshot=snapshot, status="queued",
+                                     config={"training": {"max_hours": 0.5}})
+    assert training.max_hours(run) == 0.5
+    assert training.max_hours(TrainingRun(config={})) == training.MAX_HOURS == 12  # runs from before the key
+    assert training.TIME_LIMIT_S >= 168 * 3600  # the task's backstop never cuts a run short of its max_hours
+
+    settings.MODEL_DIR = tmp_path
+    monkeypatch.setattr(training, "base_model_ref", lambda run: ("tiny56", None))
+    monkeypatch.setattr(training, "train_config", lambda run, base: type("C", (), {"to_dict": lambda self: {}})())
+    monkeypatch.setattr(training.registry, "resolve", lambda ref: str(tmp_path / ref))
+    monkeypatch.setattr(training.snapshots, "write_jsonl", lambda snapshot, folder: {"train": "t", "val": "v"})
+    checks = []
+
+    def train(config, train_path, val_path, out_dir, *, progress, should_stop):
+        checks.append(should_stop())  # within the limit: goes on
+        reporter = should_stop.__self__
+        reporter.started = time.monotonic() - 0.5 * 3600 - 1  # half an hour later
+        checks.append(should_stop())
+        raise ml.train.TrainingStopped(7, Path(out_dir) / "checkpoints" / "step-00000007")
+
+    monkeypatch.setattr(ml.train, "train", train)
+    assert training.execute(run.pk) == "failed"
+    run.refresh_from_db()
+    assert checks == [False, True]
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error == "ran past config.training.max_hours (0.5 h); the last checkpoint is kept"
+    assert "stopped at step 7" in run.log
+    assert AuditEvent.objects.filter(action="training.failed", object_id=str(run.pk)).exists()
+
+
+def test_the_reporter_asks_to_stop_once_past_max_hours(project):
+    import time
+
+    from annotations.models import TrainingRun
+    from annotations.services import training
+
+    run = TrainingRun.objects.create(project=project, status="running", attempts=1,
+                                     config={"training": {"max_hours": 1}})
+    reporter = training._Reporter(run)
+    reporter.last_write = now = time.monotonic()  # no write due
+    assert reporter.should_stop() is False and reporter.timed_out is False
+    reporter.started = now - 3601
+    assert reporter.should_stop() is True and reporter.timed_out is True

@@ -28,6 +28,14 @@ pytestmark = pytest.mark.django_db
     ({"training": {"trigger": "schedule"}}, "config.training.cron is required"),
     ({"labelstudio": {"url": "javascript:alert(1)"}}, "config.labelstudio.url must be an http(s) URL"),
     ({"gold": []}, "config.gold must be an object"),
+    ({"training": {"min_test_clips": 0}}, "config.training.min_test_clips must be an integer 1..100000"),
+    ({"training": {"min_test_clips": 100001}}, "config.training.min_test_clips must be an integer 1..100000"),
+    ({"training": {"min_test_clips": 2.5}}, "config.training.min_test_clips must be an integer 1..100000"),
+    ({"training": {"min_test_clips": True}}, "config.training.min_test_clips must be an integer 1..100000"),
+    ({"training": {"max_hours": 0.05}}, "config.training.max_hours must be a number 0.1..168"),
+    ({"training": {"max_hours": 169}}, "config.training.max_hours must be a number 0.1..168"),
+    ({"training": {"max_hours": "12"}}, "config.training.max_hours must be a number 0.1..168"),
+    ({"training": {"wheel_dir": "/data/wheel"}}, "config.training.wheel_dir is not a known key"),
     ([], "config must be an object"),
 ])
 def test_wrong_values_name_their_full_path(raw, message):
@@ -56,7 +64,32 @@ def test_every_key_is_documented_with_a_default():
     paths = {k.path for k in keys}
     assert {"config.annotation.suggestions", "config.gold.accuracy_floor", "config.training.caption_ratio",
             "config.training.group_key", "config.labelstudio.project_id",
-            "config.prelabel.backends.internvl.num_frames"} <= paths
+            "config.prelabel.backends.internvl.num_frames", "config.training.min_test_clips",
+            "config.training.max_hours"} <= paths
+
+
+def test_the_training_limits_have_their_defaults_and_accept_their_range():
+    from annotations.project_config import MIN_TEST_CLIPS
+
+    training = parse({}).training
+    assert training.min_test_clips == MIN_TEST_CLIPS == 30 and training.max_hours == 12
+    training = parse({"training": {"min_test_clips": 100000, "max_hours": 0.1}}).training
+    assert training.min_test_clips == 100000 and training.max_hours == 0.1
+    assert parse({"training": {"max_hours": 168}}).training.max_hours == 168.0  # an integer is a number
+
+
+def test_the_readme_lists_every_key_as_generated():
+    """README.md's "Project configuration" table is `markdown_table()`, so it lists every key with its default."""
+    from pathlib import Path
+
+    from annotations.project_config import markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme
+    for key in ("training.min_test_clips` | an integer 1..100000 | `30`",
+                "training.max_hours` | a number 0.1..168 | `12.0`"):
+        assert key in readme
+    assert "AFFECTLOOP_WHEEL_DIR" in readme and "training.wheel_dir" not in readme
 
 
 def test_the_accessor_parses_once_per_value(project):

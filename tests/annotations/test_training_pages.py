@@ -310,8 +310,8 @@ def test_the_models_plot_shows_f_or_exact_match_per_version(mclient, project):
     make_version(project, "affectgpt:c", backend="affectgpt", status=ModelVersion.Status.ACTIVE)
     response = mclient.get(url("models", project))
     figure = response.context["figure"]
-    assert [(r[0], r[1], r[3]) for r in figure.rows] == [("InternVL", "internvl:a", "0.4"),
-                                                         ("InternVL", "internvl:b (exact match)", "0.3")]
+    assert [(r[0], r[1], r[3]) for r in figure.rows] == [("InternVL", "internvl:a (validation F)", "0.4"),
+                                                         ("InternVL", "internvl:b (validation exact match)", "0.3")]
     html = response.content.decode()
     assert html.count("<svg") == 1 and "affectgpt:c" in html and "backend-affectgpt" in html
 
@@ -401,3 +401,129 @@ def test_nice_ticks_cover_the_range_with_round_steps():
     ticks = plots.nice_ticks(0.37, 4.2)
     assert ticks[0] <= 0.37 and ticks[-1] >= 4.2 and len(ticks) <= 8
     assert plots.nice_ticks(3, 3)[0] < 3 < plots.nice_ticks(3, 3)[-1]
+
+
+# --- the test-split evaluation ----------------------------------------------------------------------------------
+def _scores(f, n=40, wheel=None):
+    out = {"precision": f + 0.05, "recall": f - 0.05, "f": f, "n": n,
+           "ci": {"precision": [f, f + 0.1], "recall": [f - 0.1, f], "f": [f - 0.05, f + 0.05]},
+           "vocabulary": {"term": {}, "family": {"precision": 0.9, "recall": 0.8, "f": 0.85, "n": n,
+                                                 "ci": {"precision": [0.8, 0.95], "recall": [0.7, 0.9],
+                                                        "f": [0.75, 0.9]}}}}
+    if wheel is not None:
+        out["wheel"] = {"precision": wheel, "recall": wheel, "f": wheel, "n": n,
+                        "ci": {"precision": [0.1, 0.2], "recall": [0.1, 0.2], "f": [0.11, 0.22]}}
+    return out
+
+
+def crafted_evaluation(wheel=True, **changes):
+    evaluation = {
+        "split": "test", "n": 40, "clips": [f"c{i}" for i in range(40)], "level": "term",
+        "models": {"candidate": {"version": "internvl:tiny56+run-1", "base": "tiny56", "adapter": "adapters/x"},
+                   "active": {"version": "internvl:tiny56+base", "base": "tiny56", "adapter": None},
+                   "base": {"version": None, "base": "tiny56", "adapter": None}},
+        "wheel": {"level": 1} if wheel else {"skipped": "no emotion-wheel folder configured (settings.WHEEL_DIR "
+                                                        "or AFFECTLOOP_WHEEL_DIR; the project config has no such key)"},
+        "candidate": _scores(0.612, wheel=0.5 if wheel else None),
+        "active": _scores(0.401, wheel=0.3 if wheel else None),
+        "base": _scores(0.333, wheel=0.25 if wheel else None),
+        "reference": "active",
+        "paired_gain": {"against": "active", "level": "term", "mean": 0.211, "ci": [0.1, 0.3], "p_not_better": 0.001,
+                        "n": 40},
+        "promotion": {"auto_promote": True, "margin": 0.05, "min_test_clips": 30, "eligible": True, "promoted": True,
+                      "checks": {"enough_test_clips": True, "margin_met": True, "gain_lower_bound_above_zero": True},
+                      "reasons": ["the test split has 40 clips, at least 30",
+                                  "candidate F 0.612 vs active F 0.401: gain +0.211 meets the margin 0.050",
+                                  "all three held: promoted automatically"]},
+    }
+    evaluation.update(changes)
+    return evaluation
+
+
+def test_the_run_page_shows_the_test_split_evaluation_with_intervals_gain_and_promotion(mclient, project):
+    run = make_run(project, eval_metrics={"f": 0.5, "test": crafted_evaluation()})
+    response = mclient.get(url("training-run", project, run.pk))
+    html = response.content.decode()
+    assert "Test-split evaluation" in html and "40 clips" in html
+    view = response.context["evaluation"]
+    assert [level["name"] for level in view["levels"]] == ["term", "family", "wheel"]
+    term = view["levels"][0]["rows"]
+    assert [r["model"] for r in term] == ["candidate", "active", "base"]
+    assert term[0]["version"] == "internvl:tiny56+run-1" and term[0]["n"] == 40
+    assert [(c["label"], c["value"], c["ci"]) for c in term[0]["cells"]] == [
+        ("P", "0.662", "0.612–0.712"), ("R", "0.562", "0.512–0.612"), ("F", "0.612", "0.562–0.662")]
+    assert "0.612–0.712" in html and "Family level" in html and "0.850" in html and "Emotion wheel (level 1)" in html
+    assert "0.110–0.220" in html and "skipped" not in html
+    assert "Paired gain of the candidate over active (term level F): <strong>+0.211</strong>" in html
+    assert "95% interval +0.100 to +0.300" in html
+    assert "promoted automatically" in html and "the test split has 40 clips, at least 30" in html
+    assert "the gain&#x27;s lower 95% bound is above zero" in html
+    # The F comparison as a chart with whiskers, and its numbers as a table.
+    svg = parse(view["figure"].svg)
+    assert svg.find(f"{SVG}title").text == "F on the test split, with 95% intervals"
+    assert {(r[0], r[1], r[3]) for r in view["figure"].rows} >= {("candidate", "F", "0.612"),
+                                                                ("candidate", "lower 95%", "0.562"),
+                                                                ("base", "upper 95%", "0.383")}
+    assert html.count("<svg") == 3  # loss, validation metrics, test-split F
+    # The live fragment carries it too.
+    assert "Test-split evaluation" in mclient.get(url("training-run-live", project, run.pk)).content.decode()
+
+
+def test_a_skipped_wheel_says_why_and_a_failed_evaluation_shows_its_error(mclient, project):
+    run = make_run(project, eval_metrics={"test": crafted_evaluation(wheel=False)})
+    html = mclient.get(url("training-run", project, run.pk)).content.decode()
+    assert "Emotion-wheel figures skipped: no emotion-wheel folder configured" in html
+    assert "Emotion wheel (level" not in html and "Family level" in html
+
+    failed = {"split": "test", "n": 0, "error": f"RuntimeError: out of memory {HOSTILE}",
+              "promotion": {"auto_promote": True, "margin": 0.01, "min_test_clips": 30, "eligible": False,
+                            "promoted": False, "checks": {},
+                            "reasons": [f"the evaluation failed: RuntimeError: out of memory {HOSTILE}"]}}
+    run = make_run(project, eval_metrics={"test": failed})
+    html = mclient.get(url("training-run", project, run.pk)).content.decode()
+    assert "The evaluation failed:</strong> RuntimeError: out of memory &lt;img" in html
+    assert HOSTILE not in html and "not promoted automatically" in html
+    assert "Term level" not in html and "Paired gain" not in html
+
+
+def test_the_run_page_without_a_test_evaluation_shows_none(mclient, project):
+    run = make_run(project, eval_metrics={"f": 0.5})
+    response = mclient.get(url("training-run", project, run.pk))
+    assert response.context["evaluation"] is None and "Test-split evaluation" not in response.content.decode()
+
+
+def test_hostile_evaluation_figures_are_escaped(mclient, project):
+    evaluation = crafted_evaluation(wheel=False, reference=HOSTILE)
+    evaluation["models"]["candidate"]["version"] = HOSTILE
+    evaluation["wheel"]["skipped"] = HOSTILE
+    evaluation["paired_gain"]["against"] = HOSTILE
+    evaluation["promotion"]["reasons"] = [HOSTILE]
+    evaluation["promotion"]["checks"] = {HOSTILE: False}
+    run = make_run(project, eval_metrics={"test": evaluation})
+    make_version(project, "internvl:h", training_run=run, metrics={"evaluation": evaluation})
+    for page in (url("training-run", project, run.pk), url("models", project)):
+        html = mclient.get(page).content.decode()
+        assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html, page
+
+
+def test_the_models_page_shows_each_versions_test_evaluation(mclient, project):
+    make_version(project, "internvl:a", metrics={"eval": {"f": 0.4}, "evaluation": crafted_evaluation(wheel=False)})
+    make_version(project, "internvl:b", metrics={"eval": {"f": 0.3}})
+    html = mclient.get(url("models", project)).content.decode()
+    assert html.count('class="version-evaluation"') == 1 and "Test-split evaluation of internvl:a" in html
+    assert "0.612 <span class=\"muted small\">(0.562–0.662)</span>" in html
+    assert "Emotion-wheel figures skipped" in html and "promoted automatically" in html
+    assert html.count("<svg") == 1  # the versions plot only
+
+
+def test_the_models_plot_prefers_the_test_split_f_and_says_which(mclient, project):
+    make_version(project, "internvl:a", metrics={"eval": {"f": 0.4}, "evaluation": crafted_evaluation()})
+    make_version(project, "internvl:b", metrics={"eval": {"f": 0.3}})
+    make_version(project, "internvl:c", metrics={"eval": {"f": 0.2},
+                                                 "evaluation": {"split": "test", "n": 0, "error": "boom"}})
+    response = mclient.get(url("models", project))
+    figure = response.context["figure"]
+    assert [(r[1], r[3]) for r in figure.rows] == [("internvl:a (test F)", "0.612"), ("internvl:b (validation F)", "0.3"),
+                                                   ("internvl:c (validation F)", "0.2")]
+    assert "test split" in figure.y_label
+    assert "evaluation failed" in response.content.decode()
