@@ -9,7 +9,7 @@ from celery import shared_task
 
 from . import dispatch
 from .models import Project
-from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry, training
+from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry, training, training_triggers
 
 
 @shared_task(name=dispatch.PROCESS_CLIP, acks_late=True, max_retries=3, default_retry_delay=30)
@@ -78,3 +78,9 @@ def train_watch() -> dict:
     """Beat: resume (or fail) runs whose worker was lost. Routed to the default queue: the train worker is
     busy with the run itself."""
     return training.watch()
+
+
+@shared_task(name="affectloop.train.trigger")
+def train_trigger() -> dict:
+    """Beat: start the runs that config.training.trigger (verified or schedule) says are due."""
+    return training_triggers.start_due_runs()

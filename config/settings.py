@@ -264,6 +264,7 @@ CELERY_BEAT_SCHEDULE = {
     "enqueue-prelabel": {"task": "affectloop.prelabel.enqueue", "schedule": 120.0},
     "rescore-priorities": {"task": "affectloop.prelabel.rescore", "schedule": 1800.0},
     "watch-training": {"task": "affectloop.train.watch", "schedule": 300.0},
+    "start-due-training": {"task": "affectloop.train.trigger", "schedule": 300.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
@@ -272,6 +273,7 @@ CELERY_TASK_ROUTES = {
     "affectloop.train.*": {"queue": "train"},
     # Torch-free and short: not behind the run it watches on the train worker (exact names win over globs).
     "affectloop.train.watch": {"queue": "default"},
+    "affectloop.train.trigger": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -21,6 +21,7 @@ PINNED = {
     "affectloop.index.resplit": "default",  # after the split ratios or group key changed
     "affectloop.train.run": "train",  # LoRA training run, acknowledged on receipt
     "affectloop.train.watch": "default",  # beat: not queued behind the run it watches
+    "affectloop.train.trigger": "default",  # beat: starts due runs (torch-free)
 }
 
 
