@@ -13,6 +13,8 @@ from django.db import transaction
 
 PROCESS_CLIP = "affectloop.media.process_clip"
 PRELABEL_CLIPS = "affectloop.gpu.prelabel_clips"
+CAPTION_CLIPS = "affectloop.gpu.caption_clips"
+ENQUEUE_CAPTIONS = "affectloop.captions.enqueue"
 REGISTER_CONFIGURED_MODELS = "affectloop.gpu.register_configured_models"
 ENQUEUE_PRELABEL = "affectloop.prelabel.enqueue"
 REINDEX_PROJECT = "affectloop.index.reindex_project"
@@ -32,6 +34,14 @@ def process_clip(clip_id: int) -> None:
 
 def prelabel_clips(clip_ids: list[int]) -> None:
     _send(PRELABEL_CLIPS, (clip_ids,))
+
+
+def caption_clips(clip_ids: list[int]) -> None:
+    _send(CAPTION_CLIPS, (clip_ids,))
+
+
+def enqueue_captions(project_id: int) -> None:
+    _send(ENQUEUE_CAPTIONS, (project_id,))
 
 
 def register_configured_models(project_id: int, backends: list[str] | None = None) -> None:

@@ -600,3 +600,33 @@ class AccountFlags(models.Model):
 
     def __str__(self):
         return f"{self.user}: {'must change password' if self.must_change_password else 'ok'}"
+
+
+class Caption(models.Model):
+    """A human-centric caption of an unverified clip (face, expression, gaze, posture, voice, words) written
+    by a vision-language model (services.captions): auxiliary training data, never a Prediction. It is kept
+    for training only where the emotion terms extracted from it agree with the clip's fused pre-labels."""
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="captions")
+    text = models.TextField()
+    model_version = models.CharField(max_length=200)
+    model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="captions")
+    prompt_version = models.CharField(max_length=32)
+    labels = models.JSONField(default=list, blank=True, help_text="Canonical vocabulary terms extracted from text")
+    fused_labels = models.JSONField(default=list, blank=True,
+                                    help_text="The clip's fused pre-label terms it was compared with")
+    agreement = models.FloatField(null=True, blank=True, help_text="Jaccard of labels and fused_labels")
+    kept = models.BooleanField(default=False, help_text="agreement >= config.training.caption_agreement")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["clip_id", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "model_version", "prompt_version"],
+                                    name="caption_unique_per_model_prompt"),
+        ]
+        indexes = [models.Index(fields=["kept", "clip"], name="caption_kept_clip")]
+
+    def __str__(self):
+        return f"caption:{self.clip_id}:{self.prompt_version}"

@@ -207,8 +207,15 @@ class Training:
     max_hours: float = setting(12.0, "a run's own time limit in hours (per start of the worker); past it the "
                                      "run fails and keeps its last checkpoint",
                                expect="a number 0.1..168", check=_between(0.1, 168, "a number"))
-    caption_ratio: float = setting(0.0, "share of training samples that are human-centric captions",
+    caption_ratio: float = setting(0.0, "human-centric caption samples mixed into a run per labelled training "
+                                        "sample: captions = round(caption_ratio x labelled train samples), "
+                                        "drawn from the kept captions of clips outside the run's val/test "
+                                        "splits; 0: no captions",
                                    expect="a number 0..1", check=_between(0, 1, "a number"))
+    caption_agreement: float = setting(0.5, "a caption is kept for training only when the Jaccard overlap of "
+                                            "the emotion terms extracted from it and the clip's fused "
+                                            "pre-labels is at least this",
+                                       expect="a number 0..1", check=_between(0, 1, "a number"))
     split: Split = setting(Split(), "train/val/test ratios; frozen once the first snapshot exists")
     group_key: str = setting("", "clip metadata key (e.g. speaker) whose clips share a split; frozen once "
                                  "the first snapshot exists", expect="a string")

@@ -9,7 +9,17 @@ from celery import shared_task
 
 from . import dispatch
 from .models import Project
-from .services import clip_index, ingest, maintenance, prelabel, prelabel_run, registry, training, training_triggers
+from .services import (
+    captions,
+    clip_index,
+    ingest,
+    maintenance,
+    prelabel,
+    prelabel_run,
+    registry,
+    training,
+    training_triggers,
+)
 
 
 @shared_task(name=dispatch.PROCESS_CLIP, acks_late=True, max_retries=3, default_retry_delay=30)
@@ -25,6 +35,24 @@ def requeue_stale_clips(older_than_seconds: int = 600) -> int:
 @shared_task(name=dispatch.PRELABEL_CLIPS, acks_late=True)
 def prelabel_clips(clip_ids: list[int]) -> dict:
     return prelabel_run.prelabel_clips(clip_ids)
+
+
+@shared_task(name=dispatch.CAPTION_CLIPS, acks_late=True)
+def caption_clips(clip_ids: list[int]) -> dict:
+    """Human-centric captions of unverified clips (auxiliary training data), on a GPU worker; idempotent."""
+    return captions.caption_clips(clip_ids)
+
+
+@shared_task(name=dispatch.ENQUEUE_CAPTIONS)
+def enqueue_captions(project_id: int | None = None) -> dict:
+    """Queue caption_clips for one project, or (beat) every active project whose runs mix captions in
+    (config.training.caption_ratio > 0: captioning costs GPU time). Torch-free, on the default queue."""
+    chosen = Project.objects.filter(archived=False)
+    if project_id is not None:
+        chosen = chosen.filter(pk=project_id)
+    else:
+        chosen = [p for p in chosen if captions.wanted(p)]
+    return {p.slug: n for p in chosen if (n := captions.enqueue_captions(p))}
 
 
 @shared_task(name=dispatch.REGISTER_CONFIGURED_MODELS, acks_late=True)

@@ -265,6 +265,7 @@ CELERY_BEAT_SCHEDULE = {
     "rescore-priorities": {"task": "affectloop.prelabel.rescore", "schedule": 1800.0},
     "watch-training": {"task": "affectloop.train.watch", "schedule": 300.0},
     "start-due-training": {"task": "affectloop.train.trigger", "schedule": 300.0},
+    "enqueue-captions": {"task": "affectloop.captions.enqueue", "schedule": 900.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {

@@ -360,14 +360,30 @@ def _execute(run: TrainingRun, reporter: _Reporter) -> str:
     except (registry.RegistryError, trainer.ConfigError) as exc:
         return _failed(reporter, str(exc))
     paths = snapshots.write_jsonl(run.snapshot, data_dir)
-    saved = {**run.config, "train_config": config.to_dict(), "base_model_ref": ref}
+    captions_path, caption_info = None, {}
+    if config.caption_ratio > 0:
+        # Kept captions of clips outside the snapshot's val/test splits (services.captions). Written once per
+        # run: a resumed run trains on the same file (ml.train checks the data hash).
+        from . import captions
+
+        captions_path = data_dir / captions.FILE_NAME
+        if "captions" in (run.config or {}) and captions_path.exists():
+            caption_info = run.config["captions"]
+        else:
+            captions_path, available = captions.write_jsonl(run.snapshot, data_dir)
+            caption_info = {"available": available, "ratio": config.caption_ratio}
+        if not caption_info.get("available"):
+            return _failed(reporter, f"config.training.caption_ratio is {config.caption_ratio:g} but the project "
+                                     f"has no kept captions outside the validation and test splits")
+    saved = {**run.config, "train_config": config.to_dict(), "base_model_ref": ref,
+             **({"captions": caption_info} if caption_info else {})}
     TrainingRun.objects.filter(pk=run.pk).update(output_path=out_rel, config=saved)
     run.config, run.output_path = saved, out_rel
 
     reporter.line(f"[worker] base {ref}; output {out_rel}")
     try:
-        metrics = trainer.train(config, paths["train"], paths["val"], out_dir, progress=reporter,
-                                should_stop=reporter.should_stop)
+        metrics = trainer.train(config, paths["train"], paths["val"], out_dir, captions_path=captions_path,
+                                progress=reporter, should_stop=reporter.should_stop)
     except trainer.TrainingStopped as exc:
         reporter.line(f"[worker] stopped at step {exc.step}; checkpoint {Path(exc.checkpoint).name}")
         if reporter.lost:
@@ -437,7 +453,11 @@ def register_candidate(run: TrainingRun, base_ref: str, parent: ModelVersion | N
                "steps": metrics.get("steps"), "data_hash": metrics.get("data_hash"),
                "samples": metrics.get("samples"), "snapshot": run.snapshot_id,
                "snapshot_hash": run.snapshot.content_hash, "training_run": run.pk,
-               "config": run.config.get("train_config", {}), "parent": parent.name if parent else None}
+               "config": run.config.get("train_config", {}), "parent": parent.name if parent else None,
+               # Captions mixed in (ml.train: round(caption_ratio x labelled samples)); 0 without captions, so
+               # runs with and without them compare in the registry.
+               "captions": int((metrics.get("samples") or {}).get("captions") or 0),
+               "caption_ratio": float(run.config.get("train_config", {}).get("caption_ratio") or 0.0)}
     ModelVersion.objects.filter(pk=version.pk).update(metrics=lineage)
     version.refresh_from_db()
     return version

@@ -14,8 +14,10 @@ PINNED = {
     "affectloop.media.process_clip": "media",
     "affectloop.media.requeue_stale_clips": "media",
     "affectloop.gpu.prelabel_clips": "gpu",
+    "affectloop.gpu.caption_clips": "gpu",  # human-centric captions of unverified clips (training data)
     "affectloop.gpu.register_configured_models": "gpu",  # on a GPU worker: it reads the model files
     "affectloop.prelabel.enqueue": "default",
+    "affectloop.captions.enqueue": "default",  # torch-free: picks the clips to caption
     "affectloop.prelabel.rescore": "default",  # torch-free: predictions and the verified pool only
     "affectloop.index.reindex_project": "default",  # after a vocabulary change
     "affectloop.index.resplit": "default",  # after the split ratios or group key changed
