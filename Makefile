@@ -48,3 +48,21 @@ clean-data:
 # PNGs of the main pages, taken by the browser tests on the embedded platform, into docs/screenshots/.
 screenshots: venv
 	AFFECTLOOP_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -q -p no:cacheprovider
+
+# `make demo`: the whole loop offline (sample clips, a tiny InternVL pre-labeling them, verified labels, a
+# retraining that is evaluated and promoted, new pre-labels), in its own data dir: ./var-demo unless
+# AFFECTLOOP_DATA_DIR is given. A second `make demo` on the same dir reuses the finished demo; `make
+# clean-data AFFECTLOOP_DATA_DIR=<dir>` first rebuilds it. Then: `make run AFFECTLOOP_DATA_DIR=<dir>`.
+DEMO_DATA_DIR := $(if $(filter file,$(origin AFFECTLOOP_DATA_DIR)),$(CURDIR)/var-demo,$(abspath $(AFFECTLOOP_DATA_DIR)))
+DEMO_ENV := AFFECTLOOP_DATA_DIR=$(DEMO_DATA_DIR) AFFECTLOOP_MODEL_DIR=$(DEMO_DATA_DIR)/models
+ifeq ($(strip $(DJANGO_SECRET_KEY)$(DJANGO_SECRET_KEY_FILE)),)
+DEMO_ENV += DJANGO_SECRET_KEY_FILE=$(DEMO_DATA_DIR)/secret_key
+endif
+
+.PHONY: demo
+demo: venv
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { echo "make demo needs ffmpeg and ffprobe (apt-get install ffmpeg)"; exit 1; }
+	mkdir -p -m 700 $(DEMO_DATA_DIR)
+	@test -n "$(strip $(DJANGO_SECRET_KEY)$(DJANGO_SECRET_KEY_FILE))" || test -f $(DEMO_DATA_DIR)/secret_key || { umask 077; $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $(DEMO_DATA_DIR)/secret_key; }
+	umask 077; $(DEMO_ENV) $(PY) manage.py bootstrap --url http://$(AFFECTLOOP_HOST):$(AFFECTLOOP_PORT)/
+	umask 077; $(DEMO_ENV) $(PY) manage.py demo
