@@ -10,7 +10,7 @@ from django.db import transaction
 from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
-    AccountFlags, Annotation, AnnotationRevision, AuditEvent, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
     Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
@@ -444,6 +444,15 @@ class DatasetSnapshotAdmin(ReadOnlyScopedAdmin):
     list_filter = ["project"]
     search_fields = ["name", "content_hash"]
     inlines = [SnapshotItemInline]
+
+
+@admin.register(Caption)
+class CaptionAdmin(ReadOnlyScopedAdmin):
+    """Written by the captioning task; kept or dropped by agreement with the fused pre-labels."""
+    project_path = "clip__project"
+    list_display = ["clip", "model_version", "prompt_version", "agreement", "kept", "created_at"]
+    list_filter = ["kept", "prompt_version"]
+    search_fields = ["clip__name", "text"]
 
 
 @admin.register(Export)

@@ -176,45 +176,40 @@ def test_the_wheel_part_is_skipped_without_a_configured_folder(monkeypatch, sett
 
 # --- config.training.max_hours: a run's own time limit (services.training) -----------------------------------
 
-def test_a_run_past_max_hours_stops_at_a_checkpoint_and_fails_naming_the_key(project, monkeypatch, settings, tmp_path):
+def test_a_run_past_max_hours_stops_at_a_checkpoint_and_fails_naming_the_key(
+        project, people, colour_videos, worker, settings, monkeypatch, django_capture_on_commit_callbacks):
     """The Celery limits of the task are fixed when it is declared, so the worker checks the run's
-    config.training.max_hours between steps (should_stop) and fails the run when it is past."""
+    config.training.max_hours between steps (should_stop) and fails the run when it is past. The real run on
+    the tiny model; only the clock (an external boundary) runs fast: every reading is 400 s after the last."""
     import time
-    from pathlib import Path
+    from itertools import count
 
-    import ml.train
-    from annotations.models import DatasetSnapshot, TrainingRun
+    from annotations.models import TrainingRun
     from annotations.services import training
 
-    snapshot = DatasetSnapshot.objects.create(project=project, name="snap-x", content_hash="f" * 64, clip_count=2,
-                                              split_counts={"train": 1, "val": 1, "test": 0})
-    run = TrainingRun.objects.create(project=project, snapshot=snapshot, status="queued",
-                                     config={"training": {"max_hours": 0.5}})
-    assert training.max_hours(run) == 0.5
     assert training.max_hours(TrainingRun(config={})) == training.MAX_HOURS == 12  # runs from before the key
     assert training.TIME_LIMIT_S >= 168 * 3600  # the task's backstop never cuts a run short of its max_hours
+    project.config = {"training": {**TRAINING, "epochs": 2, "max_hours": 0.1}}
+    project.save(update_fields=["config"])
+    verify_clips(project, people, colour_videos[:5], ["train"] * 4 + ["val"], settings.MEDIA_ROOT)
+    run = start(project, people, django_capture_on_commit_callbacks)
+    assert training.max_hours(run) == 0.1
 
-    settings.MODEL_DIR = tmp_path
-    monkeypatch.setattr(training, "base_model_ref", lambda run: ("tiny56", None))
-    monkeypatch.setattr(training, "train_config", lambda run, base: type("C", (), {"to_dict": lambda self: {}})())
-    monkeypatch.setattr(training.registry, "resolve", lambda ref: str(tmp_path / ref))
-    monkeypatch.setattr(training.snapshots, "write_jsonl", lambda snapshot, folder: {"train": "t", "val": "v"})
-    checks = []
+    readings = count()
 
-    def train(config, train_path, val_path, out_dir, *, progress, should_stop):
-        checks.append(should_stop())  # within the limit: goes on
-        reporter = should_stop.__self__
-        reporter.started = time.monotonic() - 0.5 * 3600 - 1  # half an hour later
-        checks.append(should_stop())
-        raise ml.train.TrainingStopped(7, Path(out_dir) / "checkpoints" / "step-00000007")
+    class FastClock:  # 0.1 h is 360 s: past it at the first check after the run's start
+        @staticmethod
+        def monotonic():
+            return time.monotonic() + 400 * next(readings)
 
-    monkeypatch.setattr(ml.train, "train", train)
-    assert training.execute(run.pk) == "failed"
+    monkeypatch.setattr(training, "time", FastClock)
+    assert tasks.train_run(run.pk) == "failed"
     run.refresh_from_db()
-    assert checks == [False, True]
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error == "ran past config.training.max_hours (0.5 h); the last checkpoint is kept"
-    assert "stopped at step 7" in run.log
+    assert run.error == "ran past config.training.max_hours (0.1 h); the last checkpoint is kept"
+    assert "stopped at step 1" in run.log
+    checkpoints = settings.MODEL_DIR / run.output_path / "checkpoints"
+    assert any(p.name.startswith("step-") for p in checkpoints.iterdir())
     assert AuditEvent.objects.filter(action="training.failed", object_id=str(run.pk)).exists()
 
 

@@ -304,6 +304,19 @@ def test_promote_roll_back_and_retire_through_the_page(mclient, project):
     assert mclient.post(url("models", project), {"action": "promote", "version": "999999"}).status_code == 404
 
 
+def test_any_earlier_version_can_be_made_active_again(mclient, project):
+    now = timezone.now()
+    first = make_version(project, "internvl:first", status=ModelVersion.Status.RETIRED, promoted_at=now,
+                         retired_at=now)
+    make_version(project, "internvl:second", status=ModelVersion.Status.RETIRED, promoted_at=now, retired_at=now)
+    current = make_version(project, "internvl:third", status=ModelVersion.Status.ACTIVE, promoted_at=now)
+    html = mclient.get(url("models", project)).content.decode()
+    assert html.count("Make active again") == 2  # both retired versions, not the active one
+    mclient.post(url("models", project), {"action": "promote", "version": first.pk})
+    first.refresh_from_db(), current.refresh_from_db()
+    assert (first.status, current.status) == ("active", "retired")  # past the one right before it
+
+
 def test_the_models_plot_shows_f_or_exact_match_per_version(mclient, project):
     make_version(project, "internvl:a", metrics={"eval": {"f": 0.4, "exact_match": 0.2}})
     make_version(project, "internvl:b", metrics={"eval": {"exact_match": 0.3}})
