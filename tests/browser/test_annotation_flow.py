@@ -10,6 +10,8 @@ import uuid
 import pytest
 
 from ml.testing.samples import generate_sample_clips
+from tests.browser import pages
+from tests.browser.pages import add_label
 from tests.browser.shots import shot
 from tests.conftest import needs_ffmpeg
 
@@ -67,23 +69,7 @@ print(json.dumps({{"slug": project.slug, "users": users,
 
 
 def log_in(page, platform, username):
-    from playwright.sync_api import expect
-
-    page.goto(f"{platform.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("annotator-pass-1")
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-
-
-def add_label(page, word):
-    from playwright.sync_api import expect
-
-    page.locator("body").press("+")
-    page.keyboard.type(word)
-    expect(page.locator("#suggestions li").first).to_contain_text(word)
-    page.keyboard.press("Enter")
-    page.keyboard.press("Escape")
+    pages.log_in(page, platform, username, "annotator-pass-1")
 
 
 def test_an_annotator_works_a_clip_with_the_keyboard_only(embedded_platform, work_project, page):

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from ml.testing.samples import generate_sample_clips
+from tests.browser.pages import log_in_admin
 from tests.browser.shots import shot
 from tests.conftest import needs_ffmpeg
 
@@ -51,16 +52,6 @@ print(json.dumps({{"slug": project.slug, "held": held.pk, "done": done.pk, "done
     result = platform.manage("shell", "-c", code)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def log_in_admin(page, platform):
-    from playwright.sync_api import expect
-
-    page.goto(f"{platform.url}/accounts/login/")
-    page.get_by_label("Username").fill(platform.admin_user)
-    page.get_by_label("Password").fill(platform.admin_password)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
 def test_a_manager_moves_a_held_clip_to_another_annotator(embedded_platform, held_project, page):

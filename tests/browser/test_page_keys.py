@@ -18,6 +18,8 @@ import uuid
 import pytest
 
 from ml.testing.samples import generate_sample_clips
+from tests.browser import pages
+from tests.browser.pages import add_label
 from tests.browser.shots import shot
 from tests.conftest import needs_ffmpeg
 
@@ -81,26 +83,6 @@ print(json.dumps({{"slug": project.slug, "users": {{k: u.username for k, u in us
     return info
 
 
-def log_in(page, platform, username, password=PASSWORD):
-    from playwright.sync_api import expect
-
-    page.goto(f"{platform.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-
-
-def add_label(page, word):
-    from playwright.sync_api import expect
-
-    page.locator("body").press("+")
-    page.keyboard.type(word)
-    expect(page.locator("#suggestions li").first).to_contain_text(word)
-    page.keyboard.press("Enter")
-    page.keyboard.press("Escape")
-
-
 def video_state(page):
     return page.evaluate("() => { const v = document.getElementById('video'); return {paused: v.paused, t: v.currentTime}; }")
 
@@ -120,6 +102,10 @@ def space_on_forward_seeks_and_does_not_play(page):
 
 
 # --- keys: the focused control first ----------------------------------------------------------------------
+def log_in(page, platform, username):
+    pages.log_in(page, platform, username, PASSWORD)
+
+
 def test_space_on_a_focused_control_on_the_clip_page_does_only_that_controls_action(embedded_platform, keys_project, page):
     from playwright.sync_api import expect
 

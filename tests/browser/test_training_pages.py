@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.browser.pages import log_in_admin
 from tests.browser.shots import shot
 
 pytestmark = [pytest.mark.browser]
@@ -52,16 +53,6 @@ def training_project(embedded_platform):
     result = embedded_platform.manage("shell", "-c", SETUP.format(name=name))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def log_in_admin(page, platform):
-    from playwright.sync_api import expect
-
-    page.goto(f"{platform.url}/accounts/login/")
-    page.get_by_label("Username").fill(platform.admin_user)
-    page.get_by_label("Password").fill(platform.admin_password)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
 def test_a_manager_watches_training_and_promotes_a_candidate(embedded_platform, training_project, page):
