@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ml.metrics import REFERENCE_DIR, REFERENCE_DIR_ENV
-from ml.testing.samples import generate_sample_clips, make_clip
+from ml.testing.samples import generate_sample_clips
 
 pytest_plugins = ["tests.embedded"]
 

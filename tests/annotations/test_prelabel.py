@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from annotations.models import Annotation, AuditEvent, Clip, ModelVersion, Prediction
+from annotations.models import Annotation, AuditEvent, Clip, Prediction
 from annotations.project_config import ConfigError, parse
 from annotations.services import prelabel, prelabel_run, projects, registry
 
@@ -25,7 +25,7 @@ def tiny_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     ivl = build("internvl", root / "ivl")
-    agpt = build("affectgpt", root / "agpt")
+    build("affectgpt", root / "agpt")  # the files the tests load by path
     adapter = save_random_lora_adapter(ivl, root / "adapter", seed=3)
     (root / "empty").mkdir()
     # Config and registry name models relative to the model directory, as in production.
