@@ -338,15 +338,7 @@ def main():
         reused = ql.prepare_database(dbname, args.clips, args.refill, PROJECT, MARKER)
         ql.configure_django(dbname, data_dir)
         reused = ql.migrate(dbname, args.clips, reused, args.migrate_to)
-        fill_s = 0.0
-        if not reused:
-            print(f"filling {dbname} with {args.clips:,} clips ...", flush=True)
-            t = time.perf_counter()
-            fill(args.clips)
-            fill_s = time.perf_counter() - t
-            print(f"fill: {fill_s:.1f} s", flush=True)
-        else:
-            print(f"reusing the fill in {dbname}", flush=True)
+        fill_s = ql.fill_unless_reused(dbname, args.clips, reused, fill)
 
         from django.db import connection
         from django.db.migrations.recorder import MigrationRecorder

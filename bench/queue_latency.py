@@ -78,6 +78,19 @@ def prepare_database(dbname: str, clips: int, refill: bool, project: str = PROJE
     return False
 
 
+def fill_unless_reused(dbname: str, clips: int, reused: bool, fill) -> float:
+    """Run `fill(clips)` on a database that was not reused; the seconds it took (0 when reused)."""
+    if reused:
+        print(f"reusing the fill in {dbname}", flush=True)
+        return 0.0
+    print(f"filling {dbname} with {clips:,} clips ...", flush=True)
+    t = time.perf_counter()
+    fill(clips)
+    seconds = time.perf_counter() - t
+    print(f"fill: {seconds:.1f} s", flush=True)
+    return seconds
+
+
 def configure_django(dbname: str, data_dir: Path) -> None:
     for key in ("DJANGO_SECRET_KEY_FILE", "AFFECTLOOP_CACHE_URL"):
         os.environ.pop(key, None)
@@ -496,15 +509,7 @@ def main():
         configure_django(dbname, data_dir)
         reused = migrate(dbname, args.clips, reused)
         migrate_s = time.perf_counter() - t
-        fill_s = 0.0
-        if not reused:
-            print(f"filling {dbname} with {args.clips:,} clips ...", flush=True)
-            t = time.perf_counter()
-            fill(args.clips)
-            fill_s = time.perf_counter() - t
-            print(f"fill: {fill_s:.1f} s", flush=True)
-        else:
-            print(f"reusing the fill in {dbname}", flush=True)
+        fill_s = fill_unless_reused(dbname, args.clips, reused, fill)
 
         from django.db import connection
 

@@ -299,13 +299,7 @@ def release(user, clip: Clip, kind: str = ANNOTATE) -> None:
 
 def release_leases(clips: QuerySet[Clip], *, actor) -> int:
     """Managers: free every lease on these clips (someone left for lunch with the tab open)."""
-    with transaction.atomic():
-        leases = list(ClipLease.objects.filter(clip__in=clips).select_related("clip__project", "user"))
-        for lease in leases:
-            audit.record("lease.released", lease.clip, actor=actor, project=lease.clip.project,
-                         changes={"user": lease.user.get_username(), "kind": lease.kind})
-        ClipLease.objects.filter(pk__in=[x.pk for x in leases]).delete()
-    return len(leases)
+    return release_selected(ClipLease.objects.filter(clip__in=clips), actor=actor)
 
 
 def release_lease(lease: ClipLease, *, actor) -> bool:
