@@ -181,6 +181,9 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # Set when a clip of its training snapshot is erased: the weights may still carry what it learnt there.
+    erased_data_at = models.DateTimeField(null=True, blank=True,
+                                          help_text="When a clip it was trained on was erased")
 
     class Meta:
         ordering = ["-created_at"]
@@ -431,6 +434,10 @@ class DatasetSnapshot(models.Model):
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     note = models.TextField(blank=True)
+    # Erasure is the one change a frozen snapshot takes: its items for the erased clips go, and this says so.
+    erased_count = models.PositiveIntegerField(default=0, help_text="Items removed by erasure since the freeze")
+    erasures = models.JSONField(default=list, blank=True,
+                                help_text='[{"at": iso time, "clips": n, "event": audit event id}]')
 
     class Meta:
         ordering = ["-created_at"]
@@ -529,34 +536,58 @@ class TrainingRun(models.Model):
 
 
 class Export(models.Model):
+    """One build of a snapshot in one format with one set of options (services.exports).
+
+    The options' hash is part of the key: asking again for the same snapshot, format and options finds this
+    row (and its file) instead of building another. The artifact is one deterministic zip of the export
+    folder (data, dataset card, optional media), so its checksum names the bytes."""
+
     class Format(models.TextChoices):
+        # Stored values; the command line and the API use the dashed names in services.exports.FORMATS.
         MEROV_CSV = "merov_csv", "MER-OV CSV"
+        TRAIN_JSONL = "train_jsonl", "JSONL for ml.train"
         INTERNVL_JSONL = "internvl_jsonl", "JSONL for InternVL fine-tuning"
-        PARQUET = "parquet", "Parquet"
-        HF_DATASET = "hf_dataset", "Hugging Face dataset"
+        SWIFT_JSONL = "swift_jsonl", "JSONL for ms-swift"
+        PARQUET = "parquet", "Parquet (Hugging Face datasets)"
         LABEL_STUDIO = "label_studio", "Label Studio JSON"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"  # the download passed its age; the file is gone, a rebuild makes it again
+        ERASED = "erased", "Erased"  # it held an erased clip; the file is gone, a rebuild leaves the clip out
 
     snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="exports")
     format = models.CharField(max_length=16, choices=Format.choices)
+    options = models.JSONField(default=dict, blank=True, help_text="Normalised options: filters, media, "
+                                                                   "pseudonymise")
+    options_hash = models.CharField(max_length=64, default="", help_text="sha256 of the canonical options")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
     file = models.FileField(upload_to="exports/", max_length=300, blank=True)
-    checksum = models.CharField(max_length=64, blank=True)
+    checksum = models.CharField(max_length=64, blank=True, help_text="sha256 of the file")
     size_bytes = models.BigIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="When the download is removed")
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["snapshot", "format"], name="export_unique_format_per_snapshot"),
+            models.UniqueConstraint(fields=["snapshot", "format", "options_hash"], name="export_unique_options"),
+            models.CheckConstraint(condition=Q(status__in=["queued", "running", "done", "failed", "expired",
+                                                           "erased"]), name="export_status_valid"),
         ]
+
+    def __str__(self):
+        return f"{self.get_format_display()} of {self.snapshot_id}"
 
 
 class AuditEvent(models.Model):

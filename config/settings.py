@@ -143,6 +143,8 @@ MODEL_DIR = Path(env_str("AFFECTLOOP_MODEL_DIR", str(DATA_DIR / "models")))
 # Off: every model must be a folder in MODEL_DIR. On: a reference that is not there may be a hub id, which
 # the workers download (and run) from the Hugging Face Hub.
 ALLOW_HUB_MODELS = env_bool("AFFECTLOOP_ALLOW_HUB_MODELS", False)
+# A dataset export's download is removed this many days after it was built (a rebuild makes it again).
+EXPORT_DOWNLOAD_DAYS = env_int("AFFECTLOOP_EXPORT_DOWNLOAD_DAYS", 7, minimum=1)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -266,6 +268,8 @@ CELERY_BEAT_SCHEDULE = {
     "watch-training": {"task": "affectloop.train.watch", "schedule": 300.0},
     "start-due-training": {"task": "affectloop.train.trigger", "schedule": 300.0},
     "enqueue-captions": {"task": "affectloop.captions.enqueue", "schedule": 900.0},
+    "expire-exports": {"task": "affectloop.media.expire_exports", "schedule": 3600.0},
+    "clean-retired-adapters": {"task": "affectloop.train.clean_adapters", "schedule": 86400.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
