@@ -189,6 +189,9 @@ class Training:
     num_frames: int = setting(8, "frames per clip, as at inference", expect="an integer 1..64",
                               check=_between(1, 64))
     seed: int = setting(0, "training seed", expect="an integer")
+    continue_from_parent: bool = setting(False, "start from the active InternVL version's adapter (same rank and "
+                                                "alpha) instead of a fresh LoRA; the candidate records it as "
+                                                "its parent")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting("auto", "auto: bf16 on GPU, fp32 on CPU")
     trigger: Literal["manual", "verified", "schedule"] = setting(
         "manual", "manual; verified: when `min_new_verified` clips were verified since the last run; "
@@ -216,6 +219,10 @@ class Training:
                                             "the emotion terms extracted from it and the clip's fused "
                                             "pre-labels is at least this",
                                        expect="a number 0..1", check=_between(0, 1, "a number"))
+    keep_retired_days: int = setting(30, "days after retirement that a trained adapter's files are kept; then a "
+                                         "daily job removes them unless the version is active, a candidate or "
+                                         "an ancestor of one; 0: keep forever",
+                                     expect="an integer 0..3650", check=_between(0, 3650))
     split: Split = setting(Split(), "train/val/test ratios; frozen once the first snapshot exists")
     group_key: str = setting("", "clip metadata key (e.g. speaker) whose clips share a split; frozen once "
                                  "the first snapshot exists", expect="a string")

@@ -112,3 +112,9 @@ def train_watch() -> dict:
 def train_trigger() -> dict:
     """Beat: start the runs that config.training.trigger (verified or schedule) says are due."""
     return training_triggers.start_due_runs()
+
+
+@shared_task(name="affectloop.train.clean_adapters")
+def clean_adapters() -> dict:
+    """Beat, daily, on a training worker (it has the model directory): remove long-retired adapters."""
+    return training.clean_retired_adapters()

@@ -47,10 +47,17 @@ class StartRunForm(forms.Form):
     lora_rank = forms.IntegerField(label="LoRA rank", required=False)
     batch_size = forms.IntegerField(label="Batch size", required=False)
     seed = forms.IntegerField(required=False)
+    start_from = forms.ChoiceField(label="Start from", required=False,
+                                   choices=[("", "Project setting"), ("fresh", "A fresh LoRA"),
+                                            ("parent", "The active version's adapter")])
     OVERRIDES = ("epochs", "learning_rate", "lora_rank", "batch_size", "seed")
 
     def __init__(self, *args, snapshots=(), defaults=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if defaults is not None:
+            setting = "the active version's adapter" if defaults.continue_from_parent else "a fresh LoRA"
+            self.fields["start_from"].choices = [("", f"Project setting ({setting})"),
+                                                 *self.fields["start_from"].choices[1:]]
         self.fields["snapshot"].choices = [("", "Everything verified now (freezes a new snapshot)")] + [
             (str(s.pk), f"{s.name} · {s.clip_count} clips · {s.created_at:%Y-%m-%d %H:%M}") for s in snapshots]
         for name in self.OVERRIDES:
@@ -59,7 +66,10 @@ class StartRunForm(forms.Form):
             widget.attrs["step"] = "any"
 
     def overrides(self) -> dict:
-        return {k: self.cleaned_data[k] for k in self.OVERRIDES if self.cleaned_data.get(k) is not None}
+        chosen = {k: self.cleaned_data[k] for k in self.OVERRIDES if self.cleaned_data.get(k) is not None}
+        if self.cleaned_data.get("start_from"):
+            chosen["continue_from_parent"] = self.cleaned_data["start_from"] == "parent"
+        return chosen
 
 
 class ScheduleForm(forms.Form):
@@ -419,7 +429,9 @@ def model_versions(request, slug):
                          "evaluation": evaluation_view(_dict(v.metrics).get("evaluation")),
                          "snapshot_name": snapshot.name if snapshot else snapshot_names.get(
                              snapshot_id if isinstance(snapshot_id, int) else None),
-                         "score": version_score(v)})
+                         "score": version_score(v),
+                         "continued": bool(_dict(v.metrics).get("continued_from")),
+                         "files_removed": bool(_dict(v.metrics).get("files_removed_at"))})
         can_roll_back = any(v.status == ModelVersion.Status.RETIRED and v.promoted_at for v in mine)
         groups.append({"backend": backend, "label": label, "rows": rows, "can_roll_back": can_roll_back})
     series = []

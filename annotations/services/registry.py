@@ -172,6 +172,9 @@ def register_model(project: Project, backend: str, *, model: str, adapter: str |
 def _activate(version: ModelVersion, *, actor, action: str) -> ModelVersion:
     """Make `version` its backend's active model; the previous one is retired. Clips that still need humans
     become eligible for pre-labeling again (their old errors may have been this model's)."""
+    if (version.metrics or {}).get("files_removed_at"):
+        raise RegistryError(f"{version.name} cannot be active again: its adapter files were removed "
+                            f"(config.training.keep_retired_days)")
     now = timezone.now()
     with transaction.atomic():
         # Lock the project's versions of this backend: two promotions at once serialise here.

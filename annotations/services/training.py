@@ -321,7 +321,27 @@ def train_config(run: TrainingRun, base_path: str):
     values = {key: training[key] for key in TRAIN_KEYS if training.get(key) is not None}
     values.update(getattr(settings, "TRAINING_WORKER_OPTIONS", {}) or {})
     values["base_model"] = base_path
+    init = parent_adapter(run)
+    if init:
+        values["init_adapter"] = registry.resolve(init)
     return TrainConfig.from_dict(values, source="config.training")
+
+
+def parent_adapter(run: TrainingRun) -> str | None:
+    """The adapter a run continues from (config.training.continue_from_parent): its parent's, relative to
+    the model directory; None for a fresh LoRA, also when the parent is a bare base model (nothing learnt
+    to continue). Continuing on another base than the parent's is refused: the adapter's weights belong to
+    the layers of the base it was trained on."""
+    parent = run.base_model
+    if not run.config.get("training", {}).get("continue_from_parent") or parent is None or not parent.adapter_path:
+        return None
+    ref = run.config.get("training", {}).get("base_model")
+    if ref and ref != parent.base_model:
+        raise registry.RegistryError(f"cannot continue {parent.name}: it was trained on {parent.base_model}, "
+                                     f"and config.training.base_model is {ref}")
+    if (parent.metrics or {}).get("files_removed_at"):
+        raise registry.RegistryError(f"cannot continue {parent.name}: its adapter files were removed")
+    return parent.adapter_path
 
 
 def execute(run_id: int) -> str:
@@ -457,7 +477,71 @@ def register_candidate(run: TrainingRun, base_ref: str, parent: ModelVersion | N
                # Captions mixed in (ml.train: round(caption_ratio x labelled samples)); 0 without captions, so
                # runs with and without them compare in the registry.
                "captions": int((metrics.get("samples") or {}).get("captions") or 0),
-               "caption_ratio": float(run.config.get("train_config", {}).get("caption_ratio") or 0.0)}
+               "caption_ratio": float(run.config.get("train_config", {}).get("caption_ratio") or 0.0),
+               # Trained on from the parent's adapter rather than from a fresh LoRA.
+               "continued_from": parent.name if parent and run.config.get("train_config", {}).get("init_adapter")
+               else None}
     ModelVersion.objects.filter(pk=version.pk).update(metrics=lineage)
     version.refresh_from_db()
     return version
+
+
+# --- retired adapters -------------------------------------------------------------------------------------
+def kept_versions(project: Project) -> set[int]:
+    """The versions whose files stay whatever their age: the active and candidate versions, the base of a
+    live run, and every ancestor of those (the lineage a kept model was trained from)."""
+    rows = dict(ModelVersion.objects.filter(project=project).values_list("pk", "parent_id"))
+    roots = set(ModelVersion.objects.filter(project=project).exclude(status=ModelVersion.Status.RETIRED)
+                .values_list("pk", flat=True))
+    roots |= set(TrainingRun.objects.filter(project=project, status__in=LIVE, base_model__isnull=False)
+                 .values_list("base_model_id", flat=True))
+    kept: set[int] = set()
+    for pk in roots:
+        while pk is not None and pk not in kept:
+            kept.add(pk)
+            pk = rows.get(pk)
+    return kept
+
+
+def removable_adapters(project: Project, now=None) -> list[ModelVersion]:
+    """Retired versions trained here (an adapter folder this service made) past config.training.
+    keep_retired_days, outside every kept lineage, whose files are still there."""
+    days = project_config(project).training.keep_retired_days
+    if not days:
+        return []
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    kept = kept_versions(project)
+    candidates = (ModelVersion.objects.filter(project=project, status=ModelVersion.Status.RETIRED,
+                                              retired_at__lt=cutoff, training_run__isnull=False,
+                                              adapter_path__startswith=f"adapters/{project.slug}/run-")
+                  .exclude(pk__in=kept).order_by("pk"))
+    return [version for version in candidates if not (version.metrics or {}).get("files_removed_at")]
+
+
+def clean_retired_adapters(now=None) -> dict[str, int]:
+    """On a training worker (it has the model directory): remove the adapter folders (with their
+    checkpoints) and training JSONL of long-retired versions, per project; the rows stay, with the removal
+    recorded in metrics["files_removed_at"], so history and lineage still read. A removed version cannot be
+    made active again (registry._activate)."""
+    import shutil
+
+    removed: dict[str, int] = {}
+    root = registry.models_dir().resolve()
+    for project in Project.objects.all():
+        for version in removable_adapters(project, now):
+            adapter = (root / version.adapter_path).resolve()
+            data = (root / "training" / Path(version.adapter_path).relative_to("adapters")).resolve()
+            for folder in (adapter, data):
+                # Never outside the project's own folders, whatever a row says.
+                if folder.is_relative_to(root / "adapters" / project.slug) or \
+                        folder.is_relative_to(root / "training" / project.slug):
+                    shutil.rmtree(folder, ignore_errors=True)
+            stamp = timezone.now().isoformat()
+            with transaction.atomic():
+                ModelVersion.objects.filter(pk=version.pk).update(
+                    metrics={**(version.metrics or {}), "files_removed_at": stamp})
+                audit.record("model.files_removed", version, project=project,
+                             changes={"adapter": version.adapter_path, "retired_at": version.retired_at.isoformat()})
+            removed[project.slug] = removed.get(project.slug, 0) + 1
+            log.info("removed the adapter files of retired %s (%s)", version.name, version.adapter_path)
+    return removed

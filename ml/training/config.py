@@ -57,6 +57,8 @@ class TrainConfig:
     lora_dropout: float = setting(0.05, "dropout on the LoRA input", _below_one)
     target_modules: str = setting(LORA_TARGET_MODULES,
                                   "regex of the modules LoRA wraps (default: the language model's linears)")
+    init_adapter: str = setting("", "LoRA adapter folder (peft layout) to continue training from, instead of a "
+                                    "fresh LoRA; it must have this run's rank and target modules")
 
     learning_rate: float = setting(1e-4, "peak learning rate (AdamW)", _positive)
     schedule: Literal["linear", "cosine", "constant"] = setting(

@@ -46,7 +46,7 @@ from .checkpoints import (
     save_checkpoint,
     write_outputs,
 )
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import TrainingData, TrainingDataset, Unreadable, collate_examples, epoch_batches, load_data
 from .devices import Devices, setup_devices
 from .evaluation import evaluate
@@ -294,7 +294,26 @@ def load_model(config: TrainConfig, devices: Devices):
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn now
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_modules)
+    if config.init_adapter:
+        return continued_model(base, lora, config.init_adapter), inputs
     return get_peft_model(base, lora), inputs
+
+
+def continued_model(base, lora, folder: str):
+    """`base` with the trainable LoRA of the adapter in `folder`: a run that continues a parent's training.
+    The parent's rank, alpha and target modules must be this run's, or the adapter could not be the same
+    kind of object as a fresh one (and resuming or comparing runs would mislead); dropout may differ."""
+    from peft import PeftConfig, PeftModel
+
+    path = Path(folder)
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"init_adapter {folder}: no adapter_config.json there")
+    saved = PeftConfig.from_pretrained(str(path))
+    differ = [f"{name} {getattr(saved, name)!r} (this run: {getattr(lora, name)!r})"
+              for name in ("r", "lora_alpha", "target_modules") if getattr(saved, name) != getattr(lora, name)]
+    if differ:
+        raise ConfigError(f"init_adapter {folder} was trained with another LoRA shape: {'; '.join(differ)}")
+    return PeftModel.from_pretrained(base, str(path), config=lora, is_trainable=True)
 
 
 def make_schedule(config: TrainConfig, optimizer, total_steps: int):

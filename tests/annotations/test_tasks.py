@@ -24,6 +24,7 @@ PINNED = {
     "affectloop.train.run": "train",  # LoRA training run, acknowledged on receipt
     "affectloop.train.watch": "default",  # beat: not queued behind the run it watches
     "affectloop.train.trigger": "default",  # beat: starts due runs (torch-free)
+    "affectloop.train.clean_adapters": "train",  # beat: removes long-retired adapters where the files are
 }
 
 

@@ -140,6 +140,45 @@ def test_the_task_trains_registers_a_candidate_and_runs_only_once(
     assert ModelVersion.objects.filter(training_run=run).count() == 1
 
 
+def test_a_run_can_continue_the_active_adapter_and_records_it(
+        project, people, verified_clips, worker, django_capture_on_commit_callbacks):
+    ModelVersion.objects.create(project=project, backend="internvl", name="internvl:tiny56+base",
+                                base_model="tiny56", status="active")
+    first = start(project, people, django_capture_on_commit_callbacks)
+    assert tasks.train_run(first.pk) == "succeeded"
+    parent = ModelVersion.objects.get(training_run=first)
+    from annotations.services import registry
+
+    registry.promote(parent, actor=people["maria"])
+
+    second = start(project, people, django_capture_on_commit_callbacks, overrides={"continue_from_parent": True})
+    assert second.base_model == parent
+    assert tasks.train_run(second.pk) == "succeeded", second.error
+    second.refresh_from_db()
+    assert second.config["train_config"]["init_adapter"] == str(worker / parent.adapter_path)
+    child = ModelVersion.objects.get(training_run=second)
+    assert child.parent == parent and child.metrics["continued_from"] == parent.name
+
+    # A fresh LoRA (the project's default) records no continuation; a bare base has nothing to continue.
+    assert ModelVersion.objects.get(training_run=first).metrics["continued_from"] is None
+
+
+def test_continuing_is_refused_on_another_base_or_without_the_parents_files(project, people, verified_clips):
+    parent = ModelVersion.objects.create(project=project, backend="internvl", name="internvl:tiny56+a",
+                                         base_model="tiny56", adapter_path="adapters/x/run-1-aa", status="active")
+    run = TrainingRun(project=project, base_model=parent,
+                      config={"training": {"continue_from_parent": True, "base_model": "other"}})
+    with pytest.raises(training.registry.RegistryError, match="trained on tiny56.*base_model is other"):
+        training.parent_adapter(run)
+    run.config["training"]["base_model"] = None
+    assert training.parent_adapter(run) == "adapters/x/run-1-aa"
+    parent.metrics = {"files_removed_at": "2026-01-01T00:00:00+00:00"}
+    with pytest.raises(training.registry.RegistryError, match="adapter files were removed"):
+        training.parent_adapter(run)
+    run.config["training"]["continue_from_parent"] = False
+    assert training.parent_adapter(run) is None
+
+
 def test_a_run_already_running_is_left_alone(project, people, verified_clips, worker,
                                              django_capture_on_commit_callbacks, monkeypatch):
     import ml.train

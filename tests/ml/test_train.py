@@ -455,6 +455,28 @@ def test_early_stopping_keeps_the_best_adapter(small_model, colour_data, tmp_pat
     assert all(torch.equal(best[k], final[k]) for k in best)
 
 
+def test_a_run_continues_from_a_parent_adapter(trained, small_model, colour_data, tmp_path):
+    parent, _ = trained
+    # A learning rate too small to move the weights: the child is its parent, evaluated as such.
+    config = TrainConfig.from_dict({"base_model": str(small_model), "init_adapter": str(parent),
+                                    "learning_rate": 1e-7, "epochs": 1}, base=SHORT)
+    metrics = train(config, colour_data / "train.jsonl", colour_data / "eval.jsonl", tmp_path / "child")
+    assert metrics["eval"]["exact_match"] >= 0.9  # a fresh LoRA starts at the base's <= 0.25
+    child = load_file(tmp_path / "child" / "adapter_model.safetensors")
+    weights = load_file(parent / "adapter_model.safetensors")
+    assert child.keys() == weights.keys()
+    assert all(torch.allclose(child[k], weights[k], atol=1e-4) for k in child)
+    recorded = json.loads((tmp_path / "child" / "training_config.json").read_text())
+    assert recorded["init_adapter"] == str(parent)
+
+    with pytest.raises(ConfigError, match=r"another LoRA shape: r 8 \(this run: 4\)"):
+        train(TrainConfig.from_dict({"lora_rank": 4}, base=config), colour_data / "train.jsonl",
+              colour_data / "eval.jsonl", tmp_path / "other")
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        train(TrainConfig.from_dict({"init_adapter": str(tmp_path)}, base=config), colour_data / "train.jsonl",
+              colour_data / "eval.jsonl", tmp_path / "none")
+
+
 # --- the web process never imports training ------------------------------------------------------------
 
 def test_the_web_process_does_not_import_training(tmp_path):
