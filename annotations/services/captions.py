@@ -157,32 +157,12 @@ def enqueue_captions(project: Project, *, batch_size: int | None = None, limit: 
 # --- worker side ----------------------------------------------------------------------------------------
 def generate(backend, clips: Sequence, *, max_new_tokens: int = MAX_NEW_TOKENS) -> list:
     """Captions of `clips` (ml.types.ClipInput) by a loaded InternVLBackend, under its active adapter: the
-    caption prompt through the backend's own InternVLInputs (frames, chat template, processor call) and the
-    one generate step (`predict_prepared`). Returns ml.types.Prediction objects whose raw_text is the caption
-    (their labels are meaningless here); a clip whose video failed has its error."""
-    from ml.backends.internvl import PreparedBatch, predict_prepared
+    caption prompt through the backend's own inputs and generate step (`predict(task=CAPTION)`). Returns
+    ml.types.Prediction objects whose raw_text is the caption (their labels are meaningless here); a clip
+    whose video failed has its error."""
     from ml.prompts import CAPTION
-    from ml.video import VideoReadError
 
-    out = []
-    for start in range(0, len(clips), backend.batch_size):
-        chunk = clips[start:start + backend.batch_size]
-        rows, videos, errors = [], [], {}
-        for index, clip in enumerate(chunk):
-            try:
-                videos.append(backend.inputs.frames(clip.video_path))
-                rows.append(index)
-            except (VideoReadError, OSError) as exc:
-                errors[index] = str(exc) or type(exc).__name__
-        inputs = None
-        if rows:
-            prompts = [backend.inputs.prompt(chunk[i].transcript, CAPTION) for i in rows]
-            inputs = backend.inputs.encode(prompts, videos).to(backend.device, dtype=backend.dtype)
-        batch = PreparedBatch(inputs, rows, errors)
-        with backend._active_model() as model:  # the backend's adapter switch
-            out.extend(predict_prepared(model, backend.processor.tokenizer, chunk, batch,
-                                        version=backend.model_version, max_new_tokens=max_new_tokens))
-    return out
+    return backend.predict(clips, task=CAPTION, max_new_tokens=max_new_tokens)
 
 
 def caption_clips(clip_ids: list[int], *, backend=None) -> dict:

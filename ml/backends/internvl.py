@@ -99,7 +99,7 @@ class InternVLInputs:
             raise RuntimeError(f"frames became {tuple(inputs['pixel_values'].shape)}, expected {expected}")
         return inputs
 
-    def prepare(self, clips: Sequence[ClipInput]) -> PreparedBatch:
+    def prepare(self, clips: Sequence[ClipInput], task: str = LABELS) -> PreparedBatch:
         """Encode the clips whose video decodes, left-padded for generation; the others are reported."""
         rows, videos, errors = [], [], {}
         for index, clip in enumerate(clips):
@@ -110,7 +110,7 @@ class InternVLInputs:
                 errors[index] = str(exc) or type(exc).__name__
         if not rows:
             return PreparedBatch(None, [], errors)
-        prompts = [self.prompt(clips[i].transcript) for i in rows]
+        prompts = [self.prompt(clips[i].transcript, task) for i in rows]
         return PreparedBatch(self.encode(prompts, videos), rows, errors)
 
     @functools.cached_property
@@ -232,8 +232,8 @@ class InternVLBackend:
     def render_prompt(self, transcript: str) -> str:
         return self.inputs.prompt(transcript)
 
-    def prepare(self, clips: Sequence[ClipInput]) -> PreparedBatch:
-        batch = self.inputs.prepare(clips)
+    def prepare(self, clips: Sequence[ClipInput], task: str = LABELS) -> PreparedBatch:
+        batch = self.inputs.prepare(clips, task)
         if batch.inputs is not None:
             batch.inputs = batch.inputs.to(self.device, dtype=self.dtype)
         return batch
@@ -249,19 +249,24 @@ class InternVLBackend:
 
     # --- prediction ----------------------------------------------------------------------------------
 
-    def predict(self, clips: Sequence[ClipInput]) -> list[Prediction]:
+    def predict(self, clips: Sequence[ClipInput], *, task: str = LABELS,
+                max_new_tokens: int | None = None) -> list[Prediction]:
+        """Greedy answers under the active adapter, `batch_size` clips at a time. `task` picks the
+        instruction (ml.prompts: LABELS, whose answers are parsed into labels, or CAPTION, whose raw_text is
+        the caption and whose labels mean nothing)."""
         out: list[Prediction] = []
         for start in range(0, len(clips), self.batch_size):
-            out.extend(self._predict_batch(clips[start:start + self.batch_size]))
+            out.extend(self._predict_batch(clips[start:start + self.batch_size], task,
+                                           max_new_tokens or self.max_new_tokens))
         return out
 
-    def _predict_batch(self, clips: Sequence[ClipInput]) -> list[Prediction]:
+    def _predict_batch(self, clips: Sequence[ClipInput], task: str, max_new_tokens: int) -> list[Prediction]:
         started = time.perf_counter()
         version = self.model_version
-        batch = self.prepare(clips)
+        batch = self.prepare(clips, task)
         with self._active_model() as model:
             return predict_prepared(model, self.processor.tokenizer, clips, batch, version=version,
-                                    max_new_tokens=self.max_new_tokens, started=started)
+                                    max_new_tokens=max_new_tokens, started=started)
 
     def _token_texts(self, ids: list[int]) -> list[str]:
         return _token_texts(self.processor.tokenizer, ids)
