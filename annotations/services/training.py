@@ -57,6 +57,7 @@ MAX_HOURS_LIMIT = 168
 TIME_LIMIT_S = MAX_HOURS_LIMIT * 3600
 WRITE_EVERY_S = 2.0  # at most one progress write (and one cancel check) per this many seconds
 STALE_AFTER = timedelta(minutes=20)  # a running run whose heartbeat is older lost its worker
+HEARTBEAT_EVERY_S = 60.0  # the heartbeat thread's beat while ml.train runs (_Heartbeat)
 QUEUED_RESEND_AFTER = timedelta(hours=1)  # a queued run's message may have been lost: send it again
 MAX_RESUMES = 3  # a lost worker's run is resumed this many times, then failed
 LOG_MAX_CHARS = 64_000  # TrainingRun.log keeps the tail
@@ -292,6 +293,41 @@ class _Reporter:
         return self.cancel or self.lost or self.timed_out
 
 
+class _Heartbeat:
+    """Beats for the run from a thread while `ml.train` works: between steps the reporter writes the heartbeat,
+    but one evaluation (generation over the whole validation split) or one step of a large model can outlast
+    STALE_AFTER, and watch would then hand a healthy run to another worker. A beat that finds the run no
+    longer ours marks the reporter lost, so training stops at its next step."""
+
+    def __init__(self, reporter: _Reporter, every_s: float) -> None:
+        import threading
+
+        self.reporter, self.every_s = reporter, every_s
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{reporter.run.pk}", daemon=True)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(self.every_s):
+                if not self.reporter.mine().update(heartbeat_at=timezone.now()):
+                    self.reporter.lost = True
+                    return
+        except Exception:  # a beat that fails must not kill training; the reporter's writes still beat
+            log.exception("training run %s: heartbeat thread failed", self.reporter.run.pk)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def max_hours(run: TrainingRun) -> float:
     """The run's time limit in hours: config.training.max_hours as the run was started (runs started before
     the key existed: MAX_HOURS)."""
@@ -402,8 +438,9 @@ def _execute(run: TrainingRun, reporter: _Reporter) -> str:
 
     reporter.line(f"[worker] base {ref}; output {out_rel}")
     try:
-        metrics = trainer.train(config, paths["train"], paths["val"], out_dir, captions_path=captions_path,
-                                progress=reporter, should_stop=reporter.should_stop)
+        with _Heartbeat(reporter, HEARTBEAT_EVERY_S):
+            metrics = trainer.train(config, paths["train"], paths["val"], out_dir, captions_path=captions_path,
+                                    progress=reporter, should_stop=reporter.should_stop)
     except trainer.TrainingStopped as exc:
         reporter.line(f"[worker] stopped at step {exc.step}; checkpoint {Path(exc.checkpoint).name}")
         if reporter.lost:
@@ -430,7 +467,8 @@ def _execute(run: TrainingRun, reporter: _Reporter) -> str:
     # lineage "eval" stays equal to the run's eval_metrics.
     reporter.line(f"[worker] evaluating {version.name} on the test split")
     reporter.flush()
-    result = evaluation.evaluate_candidate(run, version)
+    with _Heartbeat(reporter, HEARTBEAT_EVERY_S):  # three models over the test split: minutes on a GPU
+        result = evaluation.evaluate_candidate(run, version)
     eval_metrics = {**metrics.get("eval", {}), "test": result}
     ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, "eval": eval_metrics,
                                                                "evaluation": result})

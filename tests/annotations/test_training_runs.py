@@ -322,3 +322,22 @@ def test_a_requeued_run_resumes_on_the_next_worker(project, people, verified_cli
     assert steps == [2, 3, 4]  # continued after the checkpoint at step 1
     run.refresh_from_db()
     assert run.attempts == 2 and [m["step"] for m in run.metrics] == [1, 2, 3, 4]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_thread_beats_while_training_and_notices_a_lost_run(project):
+    import time
+
+    run = TrainingRun.objects.create(project=project, status="running", attempts=1,
+                                     heartbeat_at=timezone.now() - timedelta(hours=1))
+    reporter = training._Reporter(run)
+    with training._Heartbeat(reporter, every_s=0.05):
+        time.sleep(0.3)  # a long evaluation: no progress callback, yet the heartbeat moves
+        run.refresh_from_db()
+        assert timezone.now() - run.heartbeat_at < timedelta(seconds=5) and not reporter.lost
+        # watch handed the run to another worker (attempt 2): the next beat finds it is no longer ours.
+        TrainingRun.objects.filter(pk=run.pk).update(attempts=2)
+        deadline = time.monotonic() + 5
+        while not reporter.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert reporter.lost
