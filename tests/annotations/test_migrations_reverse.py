@@ -164,3 +164,19 @@ def test_sqlite_builds_the_same_indexes_with_plain_create_index(back_to_latest):
     assert {name for op, name, _ in forward if op == "CREATE"} == BIG_TABLE_INDEXES - {
         "clip_queue_order_new", "annotations_clip_split_a6de0f3a_like"}  # no LIKE index, no swap on SQLite
     assert not any(concurrently for _, _, concurrently in forward)
+
+
+def test_raw_sql_indexes_are_there_after_every_migration():
+    """The queue's and the clip list's indexes are raw SQL (no Django Index says NULLS LAST, pattern ops or
+    INCLUDE), so the migration state does not know them: a later migration that makes SQLite rebuild the
+    clip table (an AlterField on Clip) would drop them without a word. Fully migrated, they must all be
+    there, as their migrations wrote them."""
+    import importlib
+
+    list_indexes = importlib.import_module("migrations.0013_clip_list_indexes").INDEXES
+    found = index_definitions()
+    vendor = connection.vendor
+    expected = {name for name, _, columns in list_indexes if vendor in columns} | {"clip_queue_order"}
+    assert expected <= set(found), f"dropped by a later migration: {sorted(expected - set(found))}"
+    definitions = POSTGRES_DEFINITIONS if vendor == "postgresql" else SQLITE_DEFINITIONS
+    assert found["clip_queue_order"][0] == definitions["clip_queue_order"]
