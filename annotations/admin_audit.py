@@ -17,6 +17,12 @@ from .services import audit
 # Field values never copied into the log, only the fact that they changed.
 _SENSITIVE = re.compile(r"password|secret|token|key", re.I)
 _MAX_TEXT = 2000
+# Rows that hold a subject's data (names, transcripts, metadata, labels, free text): their values never enter
+# the log, only the hashes of the old and new values; the object is named by its id, not by str() (a clip's
+# str() is its name). See services.audit and erasure on request.
+PERSONAL_MODELS = {"annotations.clip", "annotations.annotation", "annotations.annotationrevision",
+                   "annotations.review", "annotations.prediction", "annotations.caption", "annotations.clipskip",
+                   "annotations.snapshotitem", "annotations.cliplabel"}
 
 
 def _value(value):
@@ -31,14 +37,21 @@ def _value(value):
     return str(value)[:_MAX_TEXT]
 
 
+def _personal(model) -> bool:
+    return model is not None and model._meta.label_lower in PERSONAL_MODELS
+
+
 def form_changes(form) -> dict:
-    """{field: [old, new]} for the fields a bound form changed."""
+    """{field: [old, new]} for the fields a bound form changed; {field: {"sha256": [old, new]}} for a row of
+    PERSONAL_MODELS."""
     out = {}
+    personal = _personal(getattr(getattr(form, "_meta", None), "model", None))
     for name in form.changed_data:
         if _SENSITIVE.search(name):
             out[name] = "(changed)"
             continue
-        out[name] = [_value(form.initial.get(name)), _value(form.cleaned_data.get(name))]
+        old, new = _value(form.initial.get(name)), _value(form.cleaned_data.get(name))
+        out[name] = {"sha256": [audit.digest(old), audit.digest(new)]} if personal else [old, new]
     return out
 
 
@@ -73,7 +86,8 @@ def project_of(obj):
 
 class AuditedAdmin(admin.ModelAdmin):
     def _audit(self, request, action: str, obj, extra: dict | None = None):
-        changes = {"model": obj._meta.label_lower, "object": str(obj)[:200], **(extra or {})}
+        shown = f"{obj._meta.label_lower}:{obj.pk}" if _personal(type(obj)) else str(obj)[:200]
+        changes = {"model": obj._meta.label_lower, "object": shown, **(extra or {})}
         audit.record(action, obj, actor=request.user, project=project_of(obj), changes=changes)
 
     def construct_change_message(self, request, form, formsets, add=False):

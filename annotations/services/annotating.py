@@ -213,7 +213,7 @@ def submit(annotation: Annotation, *, labels, base_version: int, idempotency_key
         queue.release(current.annotator, current.clip, queue.ANNOTATE)
         audit.record("annotation.submitted", current, actor=current.annotator, project=current.clip.project,
                      changes={"clip": current.clip_id, "version": current.version,
-                              "labels": [lab["term"] for lab in labels]})
+                              **audit.labels_summary(labels)})
         reviews.annotation_submitted(current)
         clip_index.index_clip(current.clip)
     return current

@@ -315,8 +315,8 @@ def store_clip(project: Project, checked: Checked, *, source: str, actor=None,
                 _import_labels(clip, cand.labels, verified=labels_verified)
             clip_index.index_clip(clip)
             audit.record("clip.imported", clip, actor=actor, project=project,
-                         changes={"source": source, "name": cand.display, "sha256": checked.sha256,
-                                  "labels": cand.labels or [], "labels_verified": labels_verified})
+                         changes={"source": source, "sha256": checked.sha256,
+                                  **audit.labels_summary(cand.labels or []), "labels_verified": labels_verified})
             dispatch.process_clip(clip.pk)
     except IntegrityError:
         # Another import stored the same content between our check and our insert. The file is the same

@@ -224,7 +224,7 @@ def import_predictions(project: Project, path: Path, *, backend: str, model_vers
 
     vocabulary, current = project_vocabulary(project), prelabel.plan(project)
     batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
-    event = {"file": Path(path).name, "sha256": hashlib.sha256(data).hexdigest(), "run": uuid.uuid4().hex,
+    event = {"sha256": hashlib.sha256(data).hexdigest(), "run": uuid.uuid4().hex,
              "backend": backend, "model_version": name, "skipped": result.count("skipped"),
              "errors": result.count("error")}
     for number, batch in enumerate(batches, start=1):

@@ -367,7 +367,8 @@ def skip(user, clip: Clip, reason: str) -> ClipSkip:
         skipped, _ = ClipSkip.objects.update_or_create(clip=clip, user=user, defaults={"reason": reason})
         release(user, clip, ANNOTATE)
         # A draft they started is left as it was; it no longer counts them in (no lease, not submitted).
-        audit.record("clip.skipped", clip, actor=user, project=clip.project, changes={"reason": reason})
+        audit.record("clip.skipped", clip, actor=user, project=clip.project,
+                     changes=audit.text_summary(reason, "reason"))
     return skipped
 
 

@@ -48,8 +48,10 @@ def review(annotation: Annotation, *, reviewer, decision: str, reason: str = "",
 
         clip_index.index_clip(annotation.clip)
         audit.record("review.recorded", verdict, actor=reviewer, project=annotation.clip.project,
-                     changes={"annotation": annotation.pk, "decision": decision, "automatic": automatic,
-                              "reason": reason, "fixed_labels": verdict.fixed_labels})
+                     changes={"annotation": annotation.pk, "clip": annotation.clip_id, "decision": decision,
+                              "automatic": automatic, **audit.text_summary(reason, "reason"),
+                              **(audit.labels_summary(verdict.fixed_labels, "fixed_labels")
+                                 if verdict.fixed_labels is not None else {})})
     return verdict
 
 

@@ -1,5 +1,6 @@
 """The ways around the audit log's append-only triggers stay closed (migration 0006), and on PostgreSQL the
-platform's role can only read and append to it (`manage.py grant_app_privileges`)."""
+platform's role can only read and append to it, and redact (`manage.py grant_app_privileges`; migration 0018,
+tests/annotations/test_audit_redaction.py)."""
 
 import os
 import secrets
@@ -184,6 +185,10 @@ def test_app_role_can_only_read_and_append_to_the_audit_log(tmp_path):
             ):
                 with pytest.raises(errors.InsufficientPrivilege):
                     conn.execute(statement)
+            # Redaction (migration 0018): the app role may set `changes` to the marker and to nothing else.
+            conn.execute(f"UPDATE {TABLE} SET changes = '{{\"redacted\": true}}' WHERE id = %s", [event_id])
+            with pytest.raises(errors.RaiseException, match="append-only"):
+                conn.execute(f"UPDATE {TABLE} SET changes = '{{}}' WHERE id = %s", [event_id])
             # Everything else the platform writes stays writable.
             conn.execute("INSERT INTO django_session (session_key, session_data, expire_date) "
                          "VALUES ('k', 'd', now())")

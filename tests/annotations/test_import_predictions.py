@@ -85,9 +85,10 @@ def test_imports_answers_then_fuses_and_scores_the_clips(project, clips, manager
     run_event = events.get(action="predictions.imported")
     assert run_event.actor == manager and run_event.object_id == str(model.pk)
     changes = run_event.changes
-    assert {k: changes[k] for k in ("file", "backend", "model_version", "batch", "imported", "skipped", "errors",
+    assert "file" not in changes  # ids and hashes only: the file is named by its sha256
+    assert {k: changes[k] for k in ("backend", "model_version", "batch", "imported", "skipped", "errors",
                                     "fused", "clips")} == {
-        "file": "answers.csv", "backend": "internvl", "model_version": "internvl:v1", "batch": "1/1", "imported": 3,
+        "backend": "internvl", "model_version": "internvl:v1", "batch": "1/1", "imported": 3,
         "skipped": 0, "errors": 0, "fused": 3, "clips": [c.pk for c in clips]}
     assert len(changes["sha256"]) == 64 and len(changes["run"]) == 32
 

@@ -1,4 +1,5 @@
-"""Give the platform's database role what it needs and no more; on the audit table only SELECT and INSERT.
+"""Give the platform's database role what it needs and no more; on the audit table only SELECT and INSERT, and
+UPDATE of the `changes` column, which the table's trigger (migration 0018) lets hold only the redaction marker.
 
 On PostgreSQL the platform connects as an app role that owns nothing, while a separate owner role runs the
 migrations (an owner may ALTER, TRUNCATE or drop its tables and triggers whatever the triggers say). Run this
@@ -50,6 +51,8 @@ class Command(BaseCommand):
             # ALL includes UPDATE, DELETE and TRUNCATE; PUBLIC too, as every role holds what PUBLIC holds.
             sql.SQL("REVOKE ALL ON TABLE {} FROM {}, PUBLIC").format(audit, app),
             sql.SQL("GRANT SELECT, INSERT ON TABLE {} TO {}").format(audit, app),
+            # Redaction (services.audit.redact): the column only; the trigger refuses any value but the marker.
+            sql.SQL("GRANT UPDATE (changes) ON TABLE {} TO {}").format(audit, app),
             # The migration record is the owner's: the app only reads it (Django checks it at start-up).
             sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLE django_migrations FROM {}").format(app),
             sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(schema, app),
@@ -86,7 +89,8 @@ class Command(BaseCommand):
                 f"consider REVOKE CREATE ON SCHEMA {SCHEMA} FROM PUBLIC")
         self.stdout.write(self.style.SUCCESS(
             f"Granted role {role}: SELECT, INSERT, UPDATE, DELETE on the tables of schema {SCHEMA} "
-            f"(and on tables later migrations create); SELECT, INSERT only on {audit_table}."))
+            f"(and on tables later migrations create); SELECT, INSERT only on {audit_table} (and UPDATE of its "
+            f"changes column, for redaction)."))
 
     def _check_roles(self, cursor, role, audit_table):
         """Refuse setups where the grants would not be the boundary they are meant to be."""
