@@ -30,7 +30,10 @@ from ..project_config import project_config
 from . import annotating, audit
 
 CHUNK = 2000  # clips read, and items written, per query
-FORMAT = "affectloop-snapshot/1"  # in the hash: a change to what an item holds must change every hash
+# In the hash: a change to what an item holds, or to how the hash is made, must change every hash. /2: the
+# items' line digests in name order (/1 hashed the lines themselves, which needed them all in memory).
+FORMAT = "affectloop-snapshot/2"
+ATTEMPTS = 3  # freezes started over when verified clips change between the two passes
 SPLITS = ("train", "val", "test")
 _VERIFYING = (Review.Decision.ACCEPT, Review.Decision.FIX)
 
@@ -44,7 +47,13 @@ def freeze(project: Project, *, actor=None, filters: dict | None = None,
            name: str | None = None) -> DatasetSnapshot:
     """The snapshot of the project's verified clips (those `filters` select, if given): an existing one when
     the same content was frozen before (keeping its name and first filters), else a new one, audited as
-    snapshot.frozen. Concurrent freezes of the same data end with one row, which both return."""
+    snapshot.frozen. Concurrent freezes of the same data end with one row, which both return.
+
+    Two passes, so that a large project's items never sit in memory together: the first reads the items
+    chunk by chunk and keeps only each clip's name and line digest (for the content hash) and id; the
+    second, when the hash is new, reads the same clips again chunk by chunk and writes them. A verified
+    clip that changes between the passes (a fix, an erasure) makes its line differ: the freeze starts over,
+    at most ATTEMPTS times."""
     name = (name or "").strip()
     if len(name) > DatasetSnapshot._meta.get_field("name").max_length:
         raise SnapshotError("A snapshot name is at most 120 characters.")
@@ -52,29 +61,56 @@ def freeze(project: Project, *, actor=None, filters: dict | None = None,
     config = project_config(project)
     split_config = {"train": config.training.split.train, "val": config.training.split.val,
                     "test": config.training.split.test, "group_key": config.training.group_key}
-    clips = _filtered(project, filters or {})
-    rows = [item for chunk in _chunks(clips) for item in _items(project, config, chunk)]
-    if not rows:
-        raise SnapshotError("No verified clips match: nothing to freeze.")
-    digest = content_hash(rows, vocabulary_version=project.vocabulary_version, split_config=split_config)
-    existing = _existing(project, digest)
-    if existing is not None:
-        return existing
-    counts = {split: sum(1 for item in rows if item["split"] == split) for split in SPLITS}
+    clips = filtered_clips(project, filters or {})
+    for _ in range(ATTEMPTS):
+        lines: dict[int, tuple[str, bytes]] = {}  # clip id -> (name, line digest)
+        counts = dict.fromkeys(SPLITS, 0)
+        for chunk in _chunks(clips):
+            for item in _items(project, config, chunk):
+                lines[item["clip_id"]] = (item["clip_name"], _line_digest(item))
+                counts[item["split"]] += 1
+        if not lines:
+            raise SnapshotError("No verified clips match: nothing to freeze.")
+        digest = _combine(lines.values(), vocabulary_version=project.vocabulary_version,
+                          split_config=split_config)
+        existing = _existing(project, digest)
+        if existing is not None:
+            return existing
+        try:
+            return _write(project, config, lines, digest, counts, split_config, filters, name, actor)
+        except _Changed:
+            continue  # a clip changed between the passes: read again
+    raise SnapshotError("The verified clips kept changing while they were being frozen: try again.")
+
+
+class _Changed(Exception):
+    """A clip's frozen line differs between the hashing pass and the writing pass."""
+
+
+def _write(project, config, lines, digest, counts, split_config, filters, name, actor) -> DatasetSnapshot:
     snapshot = DatasetSnapshot(project=project, name=name or f"{project.slug}-{digest[:12]}",
-                               content_hash=digest, clip_count=len(rows),
+                               content_hash=digest, clip_count=len(lines),
                                vocabulary_version=project.vocabulary_version,
                                split_config=split_config, split_counts=counts, filters=dict(filters or {}),
                                created_by=actor if getattr(actor, "pk", None) else None)
+    ids = sorted(lines)
     try:
         with transaction.atomic():
             snapshot.save(force_insert=True)
-            for start in range(0, len(rows), CHUNK):
-                SnapshotItem.objects.bulk_create([SnapshotItem(snapshot=snapshot, **item)
-                                                  for item in rows[start:start + CHUNK]])
+            for start in range(0, len(ids), CHUNK):
+                chunk = list(selectors.verified_clips(Clip.objects.filter(pk__in=ids[start:start + CHUNK]))
+                             .order_by("pk").only("pk", "project_id", "name", "sha256", "transcript", "metadata"))
+                items = _items(project, config, chunk)
+                if len(items) != len(ids[start:start + CHUNK]) or any(
+                        lines.get(item["clip_id"]) != (item["clip_name"], _line_digest(item)) for item in items):
+                    raise _Changed
+                SnapshotItem.objects.bulk_create([SnapshotItem(snapshot=snapshot, **item) for item in items])
             audit.record("snapshot.frozen", snapshot, actor=actor, project=project,
-                         changes={"name": snapshot.name, "content_hash": digest, "clips": len(rows),
-                                  "splits": counts, "filters": snapshot.filters,
+                         changes={"name": snapshot.name, "content_hash": digest, "clips": len(lines),
+                                  "splits": counts,
+                                  # The filter's keys and hash: a value may be a clip name prefix.
+                                  "filter_keys": sorted(snapshot.filters),
+                                  **({"filters_sha256": audit.digest(snapshot.filters)} if snapshot.filters else {}),
                                   "vocabulary_version": project.vocabulary_version})
     except IntegrityError:
         # A concurrent freeze of the same data committed first: that one is ours too.
@@ -89,15 +125,27 @@ def _existing(project: Project, digest: str) -> DatasetSnapshot | None:
     return DatasetSnapshot.objects.filter(project=project, content_hash=digest).first()
 
 
-def content_hash(items: list[dict], *, vocabulary_version: int, split_config: dict) -> str:
-    """sha256 of a canonical JSON of the items' content (sorted by clip name; the database's clip id is not
-    content), the vocabulary version and the split config: one header line, then one line per item, each
-    with sorted keys and no spaces. Python sorts the names, so no database collation can change the order."""
+def content_hash(items, *, vocabulary_version: int, split_config: dict) -> str:
+    """The content hash of frozen items (dicts as _items makes them): see _combine."""
+    return _combine(((item["clip_name"], _line_digest(item)) for item in items),
+                    vocabulary_version=vocabulary_version, split_config=split_config)
+
+
+def _line_digest(item: dict) -> bytes:
+    """sha256 of one item's canonical JSON line (sorted keys, no spaces), without the database's clip id,
+    which is not content."""
+    return hashlib.sha256(_canonical({k: v for k, v in item.items() if k != "clip_id"})).digest()
+
+
+def _combine(lines, *, vocabulary_version: int, split_config: dict) -> str:
+    """sha256 of a header line (format, vocabulary version, split config) followed by each item's line
+    digest in clip-name order. Python sorts the names, so no database collation can change the order; the
+    digests, not the lines, are kept, so hashing a large snapshot needs only its names in memory."""
     digest = hashlib.sha256()
     digest.update(_canonical({"format": FORMAT, "vocabulary_version": vocabulary_version,
                               "split": split_config}) + b"\n")
-    for item in sorted(items, key=lambda item: item["clip_name"]):
-        digest.update(_canonical({k: v for k, v in item.items() if k != "clip_id"}) + b"\n")
+    for _, line in sorted(lines):
+        digest.update(line)
     return digest.hexdigest()
 
 
@@ -106,7 +154,7 @@ def _canonical(value) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _filtered(project: Project, filters: dict):
+def filtered_clips(project: Project, filters: dict):
     """The project's clips that the ClipFilter arguments select (GET-style: {"split": "train", ...})."""
     clips = project.clips.all()
     if not filters:

@@ -321,7 +321,9 @@ def test_clips_are_read_in_chunks_with_a_fixed_number_of_queries(project, people
     # Three chunks of two: a fixed number of reads per chunk and one insert per chunk, never one per clip.
     large, snapshot = queries_to_freeze(None)
     assert snapshot.clip_count == 6 and snapshot.items.count() == 6
-    per_chunk = 6 + 1  # keyset read, verified labels (2), annotations, reviews, predictions; the insert
+    # The hashing pass: keyset read, verified labels (2), annotations, reviews, predictions; the writing pass:
+    # the same six again and the insert.
+    per_chunk = 6 + 6 + 1
     assert large == small + 2 * per_chunk
 
 
@@ -394,3 +396,31 @@ def test_the_admin_shows_snapshots_but_never_changes_or_deletes_them(client, dja
                 {"name": "renamed", "content_hash": "b" * 64, "project": project.pk})
     snapshot.refresh_from_db()
     assert snapshot.name == "v1" and snapshot.content_hash == "a" * 64
+
+
+def test_a_clip_changed_between_the_two_passes_makes_the_freeze_read_again(project, people, monkeypatch):
+    """Hashing and writing read the clips separately (so a large project's items never sit in memory at
+    once): a verdict that changes in between must not give a snapshot whose hash names other content."""
+    first = verified(clip_in(project, "train"), people, ["calm"])
+    verified(clip_in(project, "val"), people, ["sad"])
+    original, calls = snapshots._write, []
+
+    def write_after_a_fix(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # a reviewer fixes the first clip's labels between the passes
+            from annotations.services import reviews
+
+            reviews.review(first, reviewer=people["rex"], decision="fix", fixed_labels=["relieved"],
+                           version=first.version)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "_write", write_after_a_fix)
+    snapshot = snapshots.freeze(project)
+    assert len(calls) == 2  # the first write saw the change and started over
+    item = snapshot.items.get(clip=first.clip)
+    assert item.labels == ["relieved"]
+    rows = [{"clip_name": i.clip_name, "sha256": i.sha256, "transcript": i.transcript, "labels": i.labels,
+             "terms": i.terms, "families": i.families, "split": i.split, "annotator_ids": i.annotator_ids,
+             "reviewer_ids": i.reviewer_ids, "predictions": i.predictions} for i in snapshot.items.all()]
+    assert snapshot.content_hash == snapshots.content_hash(
+        rows, vocabulary_version=snapshot.vocabulary_version, split_config=snapshot.split_config)
