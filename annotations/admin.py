@@ -458,8 +458,16 @@ class CaptionAdmin(ReadOnlyScopedAdmin):
 @admin.register(Export)
 class ExportAdmin(ProjectScopedAdmin):
     project_path = "snapshot__project"
-    list_display = ["id", "snapshot", "format", "status", "size_bytes", "created_at"]
+    list_display = ["id", "snapshot", "format", "status", "progress", "row_count", "size_bytes", "created_at",
+                    "expires_at"]
     list_filter = ["format", "status"]
+    # Written by services.exports only: the build records these, and an edit would make the checksum lie.
+    readonly_fields = ["snapshot", "format", "options", "options_hash", "status", "progress", "file", "checksum",
+                       "size_bytes", "row_count", "error", "created_by", "created_at", "started_at",
+                       "finished_at", "expires_at"]
+
+    def has_add_permission(self, request):
+        return False  # requested on the exports page or through the API, which build it
 
 
 @admin.register(AuditEvent)

@@ -64,3 +64,26 @@ def resplit(project_id: int) -> None:
 
 def train_run(run_id: int) -> None:
     _send(TRAIN_RUN, (run_id,))
+
+
+BUILD_EXPORT = "affectloop.media.build_export"
+
+
+def build_export(export_id: int) -> None:
+    _send(BUILD_EXPORT, (export_id,))
+
+
+ERASE_CLIPS = "affectloop.media.erase_clips"
+
+
+def erase_clips(project_id: int, where: list[str], actor_id: int | None) -> None:
+    """A large erasure by metadata value (services.erasure.erase_later), off the web request."""
+    _send(ERASE_CLIPS, (project_id, where, actor_id))
+
+
+SCRUB_TRAINING_DATA = "affectloop.train.scrub_erased"
+
+
+def scrub_training_data(project_id: int, file_names: list[str]) -> None:
+    """Erased clips out of the training JSONL, on a training worker (it mounts the model directory)."""
+    _send(SCRUB_TRAINING_DATA, (project_id, file_names))

@@ -118,3 +118,36 @@ def train_trigger() -> dict:
 def clean_adapters() -> dict:
     """Beat, daily, on a training worker (it has the model directory): remove long-retired adapters."""
     return training.clean_retired_adapters()
+
+
+@shared_task(name=dispatch.BUILD_EXPORT, acks_late=True)
+def build_export(export_id: int) -> str:
+    """Write a dataset export's zip (services.exports.build): idempotent, so a redelivery is harmless."""
+    from .services import exports
+
+    return exports.build(export_id)
+
+
+@shared_task(name="affectloop.media.expire_exports")
+def expire_exports() -> int:
+    """Beat: delete the export downloads past their expiry."""
+    from .services import exports
+
+    return exports.expire_exports()
+
+
+@shared_task(name=dispatch.ERASE_CLIPS, acks_late=True)
+def erase_clips(project_id: int, where: list[str], actor_id: int | None) -> int:
+    """Erase every clip whose metadata matches (services.erasure): a redelivery finds nothing left, and erases
+    nothing twice."""
+    from .services import erasure
+
+    return erasure.run_erasure(project_id, where, actor_id)
+
+
+@shared_task(name=dispatch.SCRUB_TRAINING_DATA, acks_late=True)
+def scrub_erased(project_id: int, file_names: list[str]) -> int:
+    """After an erasure, on a training worker: the erased clips' lines out of the runs' JSONL (idempotent)."""
+    from .services import erasure
+
+    return erasure.scrub_training_data(project_id, file_names)

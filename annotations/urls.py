@@ -1,8 +1,11 @@
 from django.urls import path
 
+from . import export_views
+from . import erasure_views as erase
 from . import training_views as train
 from . import views
 from . import work_views as work
+from .api.media import serve_signed
 
 app_name = "annotations"
 
@@ -25,6 +28,10 @@ urlpatterns = [
     path("p/<slug:slug>/training/<int:run_id>/live", train.training_run_live, name="training-run-live"),
     path("p/<slug:slug>/training/<int:run_id>/cancel", train.training_run_cancel, name="training-run-cancel"),
     path("p/<slug:slug>/models/", train.model_versions, name="models"),
+    path("p/<slug:slug>/exports/", export_views.export_list, name="exports"),
+    path("p/<slug:slug>/exports/live", export_views.export_list_live, name="exports-live"),
+    path("p/<slug:slug>/exports/<int:export_id>/download", export_views.export_download, name="export-download"),
+    path("p/<slug:slug>/erase/", erase.project_erase, name="erase"),
     path("clips/<int:clip_id>/", work.clip_annotate, name="clip-annotate"),
     path("clips/<int:clip_id>/draft", work.clip_draft, name="clip-draft"),
     path("clips/<int:clip_id>/submit", work.clip_submit, name="clip-submit"),
@@ -35,4 +42,6 @@ urlpatterns = [
     path("clips/<int:clip_id>/leases/<int:lease_id>", work.clip_lease, name="clip-lease"),
     path("clips/<int:clip_id>/media", views.clip_media, name="clip-media"),
     path("clips/<int:clip_id>/thumbnail", views.clip_thumbnail, name="clip-thumbnail"),
+    path("clips/<int:clip_id>/erase", erase.clip_erase, name="clip-erase"),
+    path("media/s/<str:token>", serve_signed, name="signed-media"),
 ]

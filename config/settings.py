@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from our static files (no CDN)
+    "knox",  # API tokens: stored hashed, expiring, revocable
     "django_celery_beat",
     "django_celery_results",
     "axes",
@@ -56,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # An API token's user, known before the upload route's body gate (next) decides on request.user.
+    "annotations.api.auth.TokenUserMiddleware",
     # Before any view middleware (CSRF parses POST bodies): refuses oversized or unauthorised bodies unread.
     "annotations.request_limits.RequestBodyLimitMiddleware",
     "annotations.accounts.PasswordChangeRequiredMiddleware",
@@ -290,12 +294,64 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- api ------------------------------------------------------------------------------------------
+# Clients send `Authorization: Token <token>` (knox, annotations/api/auth.py); a browser's session works too,
+# with its CSRF token on writes. Tokens are stored as sha512 digests, expire after AFFECTLOOP_API_TOKEN_DAYS
+# and can be revoked one at a time or all at once.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["knox.auth.TokenAuthentication",
+                                       "rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "annotations.api.pagination.Pages",
+    "DEFAULT_FILTER_BACKENDS": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.MultiPartParser"],
+    # Counted in the shared cache (the `default` cache: Redis in production), so every worker counts together.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
+                                 "rest_framework.throttling.UserRateThrottle",
+                                 "rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("AFFECTLOOP_API_ANON_RATE", "60/min"),
+        "user": env_str("AFFECTLOOP_API_USER_RATE", "1200/min"),
+        "login": env_str("AFFECTLOOP_API_LOGIN_RATE", "10/min"),
+        "upload": env_str("AFFECTLOOP_API_UPLOAD_RATE", "120/min"),
+    },
+    "EXCEPTION_HANDLER": "annotations.api.views.exception_handler",
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,  # the throttles' client address, as for login throttling
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Affectloop API", "VERSION": "0.1.0", "SERVE_INCLUDE_SCHEMA": False}
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=env_int("AFFECTLOOP_API_TOKEN_DAYS", 30, minimum=1)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "afl_",  # recognisable in logs and secret scanners
+    "TOKEN_LIMIT_PER_USER": env_int("AFFECTLOOP_API_TOKENS_PER_USER", 20, minimum=1),
+    "AUTO_REFRESH": False,
+}
+# Clips the API may import by server path must lie under this folder (unset: import by path is off).
+API_IMPORT_ROOT = env_str("AFFECTLOOP_IMPORT_ROOT", "") or ""
+# Signed media links (annotations/signed_media.py): how long one stays valid.
+SIGNED_MEDIA_SECONDS = env_int("AFFECTLOOP_SIGNED_MEDIA_SECONDS", 3600, minimum=1)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Affectloop API",
+    "DESCRIPTION": "Projects, clips, predictions, annotations, reviews, vocabulary, model versions, training runs, "
+                   "snapshots and exports. Authenticate with `Authorization: Token <token>` (POST /api/v1/auth/login/).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # the schema and docs need a login
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from drf-spectacular-sidecar's static files: no CDN, and script-src 'self' is enough.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ClipStatusEnum": "annotations.models.Clip.Status",
+        "AnnotationStatusEnum": "annotations.models.Annotation.Status",
+        "ModelVersionStatusEnum": "annotations.models.ModelVersion.Status",
+        "TrainingRunStatusEnum": "annotations.models.TrainingRun.Status",
+        "ExportStatusEnum": "annotations.models.Export.Status",
+        "IngestStatusEnum": ["imported", "duplicate", "rejected"],
+    },
+}
 
 # --- logging --------------------------------------------------------------------------------------
 LOG_LEVEL = (env_str("AFFECTLOOP_LOG_LEVEL", "INFO") or "INFO").upper()

@@ -25,5 +25,6 @@ urlpatterns = [
     path("accounts/password/", accounts.PasswordChangeView.as_view(), name="password-change"),
     # nginx's auth_request asks this before it accepts an upload body (platform/nginx.conf).
     path("_auth/upload", annotation_views.upload_gate, name="upload-gate"),
+    path("api/", include("annotations.api.urls")),  # /api/v1/, the schema and its docs
     path("", include("annotations.urls")),
 ]

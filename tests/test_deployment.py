@@ -205,7 +205,7 @@ def nginx() -> dict:
     return {"http": http, "server": server, "locations": locations}
 
 
-UPLOAD_LOCATION = "~ ^/p/[^/]+/upload/$"
+UPLOAD_LOCATION = "~ ^/(p/[^/]+/upload/|api/v1/projects/[^/]+/clips/)$"
 
 
 def test_nginx_internal_location_matches_media_accel_prefix(compose, nginx):
@@ -261,10 +261,13 @@ def test_nginx_body_limits_match_the_app_defaults(compose, nginx):
 def test_nginx_upload_location_matches_the_app_route():
     from django.urls import reverse
 
-    upload = reverse("annotations:clip-upload", kwargs={"slug": "some-project"})
     pattern = UPLOAD_LOCATION.split(" ", 1)[1]
-    assert re.search(pattern, upload)
-    assert not re.search(pattern, upload + "x") and not re.search(pattern, "/p/a/b/upload/")
+    for upload in (reverse("annotations:clip-upload", kwargs={"slug": "some-project"}),
+                   reverse("api:clips", kwargs={"slug": "some-project"})):  # the API's upload route
+        assert re.search(pattern, upload), upload
+        assert not re.search(pattern, upload + "x")
+    assert not re.search(pattern, "/p/a/b/upload/") and not re.search(pattern, "/api/v1/projects/a/b/clips/")
+    assert not re.search(pattern, "/api/v1/projects/a/snapshots/")
 
 
 def test_nginx_asks_the_app_before_it_accepts_an_upload_body(nginx):

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 
-def shot(page, name: str) -> Path:
+def shot(page, name: str, *, full_page: bool = True) -> Path:
     folder = Path(os.environ.get("AFFECTLOOP_SCREENSHOT_DIR") or "/tmp/affectloop-screens")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
