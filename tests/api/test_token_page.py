@@ -15,7 +15,7 @@ def test_create_use_and_revoke_a_token_from_the_page(client, project, annotator,
     assert page.status_code == 200 and "You have no tokens." in page.content.decode()
     assert 'href="/api/tokens/"' in client.get("/").content.decode()  # the link in the top bar
     created = client.post("/api/tokens/", {"action": "create"})
-    token = re.search(r'<code id="new-token">([^<]+)</code>', created.content.decode()).group(1)
+    token = re.search(r'<code id="new-token"[^>]*>([^<]+)</code>', created.content.decode()).group(1)
     row = AuthToken.objects.get(user=annotator)
     assert token not in client.get("/api/tokens/").content.decode()  # shown once
     api = APIClient()
