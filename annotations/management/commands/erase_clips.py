@@ -3,7 +3,7 @@ metadata has a value (a subject id). --dry-run prints what would go and changes 
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations import selectors
+from annotations.management import arguments
 from annotations.services import erasure
 
 
@@ -21,9 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="print what would go; change nothing")
 
     def handle(self, *args, project, clip, where, dry_run, **options):
-        proj = selectors.project_by_ref(project)
-        if proj is None:
-            raise CommandError(f"no project named {project!r}")
+        proj = arguments.project(project)
         try:
             plan = erasure.plan(proj, names=clip, where=where)
         except erasure.ErasureError as exc:

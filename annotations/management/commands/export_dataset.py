@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations import selectors
+from annotations.management import arguments
 from annotations.models import DatasetSnapshot
 from annotations.services import exports, snapshots
 
@@ -25,15 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--pseudonymise", action="store_true", help="keyed-hash the annotator/reviewer ids")
 
     def handle(self, *args, project, format_name, out, snapshot, filter, media, pseudonymise, **options):
-        proj = selectors.project_by_ref(project)
-        if proj is None:
-            raise CommandError(f"no project named {project!r}")
-        filters = {}
-        for pair in filter:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise CommandError(f"--filter takes KEY=VALUE, not {pair!r}")
-            filters[key.strip()] = value
+        proj = arguments.project(project)
+        filters = arguments.filters(filter)
         folder = Path(out)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise CommandError(f"{folder} exists and is not an empty folder")

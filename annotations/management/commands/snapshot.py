@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations import selectors
+from annotations.management import arguments
 from annotations.services import snapshots
 
 
@@ -19,15 +19,8 @@ class Command(BaseCommand):
                             help="also write train/val/test.jsonl for ml.train here")
 
     def handle(self, *args, project, filter, name, jsonl, **options):
-        proj = selectors.project_by_ref(project)
-        if proj is None:
-            raise CommandError(f"no project named {project!r}")
-        filters = {}
-        for pair in filter:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise CommandError(f"--filter takes KEY=VALUE, not {pair!r}")
-            filters[key.strip()] = value
+        proj = arguments.project(project)
+        filters = arguments.filters(filter)
         try:
             snapshot = snapshots.freeze(proj, filters=filters or None, name=name)
         except snapshots.SnapshotError as exc:
