@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,ml
+EXTRAS ?= dev,ml,labelstudio
 # Passed to `make run` only: the tests make their own data dir.
 AFFECTLOOP_DATA_DIR ?= $(CURDIR)/var
 AFFECTLOOP_HOST ?= 127.0.0.1

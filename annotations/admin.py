@@ -11,7 +11,7 @@ from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
     AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
-    Prediction, Project, Review, SnapshotItem, TrainingRun,
+    LabelStudioTask, Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
 from .services import projects as project_services, registry, vocabulary
@@ -520,3 +520,13 @@ class ScopedUserAdmin(AuditedAdmin, UserAdmin):
         if isinstance(form, AdminPasswordChangeForm) and form.user != request.user:
             accounts.require_password_change(form.user, actor=request.user)  # a password set for someone else
         return super().construct_change_message(request, form, formsets, add)
+
+
+@admin.register(LabelStudioTask)
+class LabelStudioTaskAdmin(ReadOnlyScopedAdmin):
+    """Written by services.labelstudio: which Label Studio task holds which clip."""
+
+    project_path = "clip__project"
+    list_display = ["clip", "ls_project", "task_id", "prediction_version", "created_at"]
+    search_fields = ["clip__name"]
+    raw_id_fields = ["clip"]

@@ -87,3 +87,11 @@ SCRUB_TRAINING_DATA = "affectloop.train.scrub_erased"
 def scrub_training_data(project_id: int, file_names: list[str]) -> None:
     """Erased clips out of the training JSONL, on a training worker (it mounts the model directory)."""
     _send(SCRUB_TRAINING_DATA, (project_id, file_names))
+
+
+LABELSTUDIO_SYNC = "affectloop.media.labelstudio_sync"
+
+
+def labelstudio_sync(project_id: int, step: str, actor_id: int | None) -> None:
+    """A large project's Label Studio push or pull (services.labelstudio.sync_later), off the web request."""
+    _send(LABELSTUDIO_SYNC, (project_id, step, actor_id))

@@ -661,3 +661,24 @@ class Caption(models.Model):
 
     def __str__(self):
         return f"caption:{self.clip_id}:{self.prompt_version}"
+
+
+class LabelStudioTask(models.Model):
+    """Which Label Studio task a clip is (services.labelstudio): a second push updates it instead of importing
+    the clip again, a pull finds the clip, and erasure deletes the task. Goes with the clip."""
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="labelstudio_tasks")
+    ls_project = models.PositiveIntegerField(help_text="The Label Studio project's id")
+    task_id = models.PositiveBigIntegerField(help_text="The Label Studio task's id")
+    prediction_version = models.CharField(max_length=200, blank=True,
+                                          help_text="The model version of the prediction last sent to it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "ls_project"], name="labelstudiotask_unique_clip"),
+            models.UniqueConstraint(fields=["ls_project", "task_id"], name="labelstudiotask_unique_task"),
+        ]
+
+    def __str__(self):
+        return f"clip {self.clip_id} = Label Studio task {self.task_id}"

@@ -151,3 +151,11 @@ def scrub_erased(project_id: int, file_names: list[str]) -> int:
     from .services import erasure
 
     return erasure.scrub_training_data(project_id, file_names)
+
+
+@shared_task(name=dispatch.LABELSTUDIO_SYNC)
+def labelstudio_sync(project_id: int, step: str, actor_id: int | None) -> str:
+    """A Label Studio push or pull (services.labelstudio): both are idempotent, so a redelivery adds nothing."""
+    from .services import labelstudio
+
+    return labelstudio.run_step(project_id, step, actor_id)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import export_views
+from . import export_views, labelstudio_urls
 from . import erasure_views as erase
 from . import training_views as train
 from . import views
@@ -44,4 +44,5 @@ urlpatterns = [
     path("clips/<int:clip_id>/thumbnail", views.clip_thumbnail, name="clip-thumbnail"),
     path("clips/<int:clip_id>/erase", erase.clip_erase, name="clip-erase"),
     path("media/s/<str:token>", serve_signed, name="signed-media"),
+    *labelstudio_urls.urlpatterns,  # push/pull buttons and the per-project ML backend (/ls/<slug>/...)
 ]

@@ -8,6 +8,9 @@ app = Celery("affectloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Task ids and clip ids on log lines, the heartbeat behind the compose health checks, GPU workers' metrics.
+import annotations.observability  # noqa: E402,F401  (connects its signal handlers)
+
 
 @app.on_after_configure.connect
 def _make_broker_folders(sender, **kwargs):

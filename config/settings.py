@@ -48,10 +48,13 @@ INSTALLED_APPS = [
     "axes",
     "django_htmx",
     "csp",
+    "django_prometheus",  # /metrics: request, response and latency metrics (annotations/metrics.py)
     "annotations",
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times and counts everything in between.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -68,6 +71,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -330,6 +334,14 @@ REST_KNOX = {
 API_IMPORT_ROOT = env_str("AFFECTLOOP_IMPORT_ROOT", "") or ""
 # Signed media links (annotations/signed_media.py): how long one stays valid.
 SIGNED_MEDIA_SECONDS = env_int("AFFECTLOOP_SIGNED_MEDIA_SECONDS", 3600, minimum=1)
+# Label Studio (services.labelstudio): its API key is a secret, so never in the project config; signed media
+# links sent there are absolute, on this server's public address.
+LABEL_STUDIO_API_KEY = (read_secret_file("AFFECTLOOP_LABEL_STUDIO_API_KEY_FILE")
+                        if env_str("AFFECTLOOP_LABEL_STUDIO_API_KEY_FILE")
+                        else env_str("AFFECTLOOP_LABEL_STUDIO_API_KEY", "") or "")
+PUBLIC_BASE_URL = (env_str("AFFECTLOOP_PUBLIC_URL", "") or "").rstrip("/")
+if PUBLIC_BASE_URL and not PUBLIC_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("AFFECTLOOP_PUBLIC_URL must be an http(s) URL, e.g. https://affectloop.example.org")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Affectloop API",
     "DESCRIPTION": "Projects, clips, predictions, annotations, reviews, vocabulary, model versions, training runs, "
@@ -353,15 +365,54 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- logging --------------------------------------------------------------------------------------
+# --- logging ---------------------------------------------------------------------------------------
 LOG_LEVEL = (env_str("AFFECTLOOP_LOG_LEVEL", "INFO") or "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"AFFECTLOOP_LOG_LEVEL={LOG_LEVEL!r} is not a log level")
+# json: one object per line for a log collector (docker-compose.yml); text for a terminal (`make run`). Both
+# carry the running Celery task's id and clip ids (annotations/observability.py).
+LOG_FORMAT = (env_str("AFFECTLOOP_LOG_FORMAT", "text") or "text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"AFFECTLOOP_LOG_FORMAT={LOG_FORMAT!r} must be text or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"task_context": {"()": "annotations.observability.TaskContextFilter", "style": LOG_FORMAT}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s%(task_context)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["task_context"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- operations -----------------------------------------------------------------------------------
+# /metrics: with a token, `Authorization: Bearer <token>` is required; without one, only a direct request
+# from loopback is answered. nginx never passes /metrics on (platform/nginx.conf).
+if env_str("AFFECTLOOP_METRICS_TOKEN_FILE"):
+    METRICS_TOKEN = read_secret_file("AFFECTLOOP_METRICS_TOKEN_FILE")
+else:
+    METRICS_TOKEN = env_str("AFFECTLOOP_METRICS_TOKEN", "") or ""
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("AFFECTLOOP_METRICS_TOKEN must be at least 24 characters")
+METRICS_CACHE_SECONDS = env_float("AFFECTLOOP_METRICS_CACHE_SECONDS", 5.0, minimum=0.0)
+# Celery workers serve their own metrics (GPU memory and utilisation) on this port when it is set.
+WORKER_METRICS_PORT = env_int("AFFECTLOOP_WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_ADDR = env_str("AFFECTLOOP_WORKER_METRICS_ADDR", "127.0.0.1") or "127.0.0.1"
+
+
+def _tool_url(name: str) -> str:
+    url = env_str(name, "") or ""
+    if url and not url.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL")
+    return url
+
+
+# Links on the project page for managers; empty: not shown.
+FLOWER_URL = _tool_url("AFFECTLOOP_FLOWER_URL")
+PROMETHEUS_URL = _tool_url("AFFECTLOOP_PROMETHEUS_URL")
+GRAFANA_URL = _tool_url("AFFECTLOOP_GRAFANA_URL")

@@ -4,7 +4,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from annotations import accounts, views as annotation_views
+from annotations import accounts, metrics, views as annotation_views
 
 class FaviconRedirect(RedirectView):
     def get_redirect_url(self, *args, **kwargs):
@@ -16,6 +16,8 @@ admin.site.site_title = "Affectloop"
 
 urlpatterns = [
     path("healthz", annotation_views.healthz, name="healthz"),
+    # Prometheus: a bearer token or loopback (annotations/metrics.py); nginx refuses it from outside.
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Browsers ask for /favicon.ico whatever the page says. Resolved per request: the hashed name exists only
     # after collectstatic, and importing the URLconf must not need it.
     path("favicon.ico", FaviconRedirect.as_view(permanent=True)),

@@ -462,7 +462,7 @@ def test_networks_keep_postgres_and_redis_internal(compose):
     services, nets = compose["services"], compose["networks"]
     assert nets["backend"] == {"internal": True}
     on_backend = {n for n, s in services.items() if "backend" in networks_of(s)}
-    assert on_backend == {"postgres", "redis", *APP_SERVICES}
+    assert on_backend == {"postgres", "redis", "flower", *APP_SERVICES}
     assert networks_of(services["postgres"]) == networks_of(services["redis"]) == {"backend"}
     for name in APP_SERVICES:
         assert {"backend", "default"} <= networks_of(services[name]), name
@@ -493,7 +493,7 @@ PUBLISHED = re.compile(r"^\$\{(?P<bind>\w+):-(?P<addr>[^}]+)\}:\$\{\w+:-\d+\}:\d
 
 def test_published_ports_listen_on_loopback_by_default(compose):
     published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
-    assert set(published) == {"nginx", "label-studio"}
+    assert set(published) == {"nginx", "label-studio", "flower"}
     binds = {}
     for name, ports in published.items():
         for port in ports:
@@ -501,7 +501,8 @@ def test_published_ports_listen_on_loopback_by_default(compose):
             assert m, f"{name}: {port} must name its host address, ${{VAR:-127.0.0.1}}:${{PORT:-n}}:n"
             assert m["addr"] == "127.0.0.1", name
             binds[name] = m["bind"]
-    assert binds == {"nginx": "AFFECTLOOP_HTTP_BIND", "label-studio": "LABEL_STUDIO_BIND"}
+    assert binds == {"nginx": "AFFECTLOOP_HTTP_BIND", "label-studio": "LABEL_STUDIO_BIND",
+                     "flower": "FLOWER_BIND"}
 
 
 # Capabilities a service may add back, and why (docker-compose.yml says so too).
@@ -679,3 +680,100 @@ def test_init_roles_script_creates_the_roles_and_upgrades_a_superuser_owned_data
         for role in (owner, app, legacy):
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
         admin.close()
+
+
+# --- health checks, metrics, Flower ----------------------------------------------------------------------------
+# Run once and exit: a health check would have nothing to watch (web waits for it to complete instead).
+ONE_SHOT = {"migrate"}
+HEARTBEAT_SERVICES = {"worker-media", "worker-gpu", "worker-train", "beat"}
+
+
+def test_every_long_running_service_has_a_health_check(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", f"{name} is one-shot only if it is never restarted"
+            assert any((s.get("depends_on") or {}).get(name) == {"condition": "service_completed_successfully"}
+                       for s in services.values()), name
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert not check.get("disable"), name
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        for key in ("interval", "timeout", "retries"):
+            assert key in check, f"{name}: healthcheck without {key}"
+
+
+def test_workers_and_beat_are_checked_by_their_heartbeat_file(compose):
+    services = compose["services"]
+    checks = {name: services[name]["healthcheck"] for name in HEARTBEAT_SERVICES}
+    assert len({str(c) for c in checks.values()}) == 1, "one shared check (x-heartbeat-check)"
+    test = checks["beat"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "AFFECTLOOP_HEARTBEAT_FILE" in test[3]
+    for name in HEARTBEAT_SERVICES:
+        assert environment(services[name])["AFFECTLOOP_HEARTBEAT_FILE"].startswith("/tmp/"), name
+        assert "/tmp" in mount_targets(services[name]), name
+
+
+def test_the_heartbeat_check_passes_on_a_fresh_file_and_fails_on_a_stale_or_missing_one(compose, tmp_path):
+    test = compose["services"]["worker-gpu"]["healthcheck"]["test"]
+    beat = tmp_path / "heartbeat"
+
+    def check() -> int:
+        env = {**os.environ, "AFFECTLOOP_HEARTBEAT_FILE": str(beat)}
+        return subprocess.run([sys.executable, *test[2:]], env=env, timeout=30, check=False).returncode
+
+    assert check() != 0
+    beat.touch()
+    assert check() == 0
+    os.utime(beat, (beat.stat().st_atime - 120, beat.stat().st_mtime - 120))
+    assert check() != 0
+
+
+def test_nginx_and_web_health_checks_ask_locations_that_exist(compose, nginx):
+    services = compose["services"]
+    nginx_test = services["nginx"]["healthcheck"]["test"]
+    assert nginx_test[-1] == "http://127.0.0.1/nginx-health"
+    health = nginx["locations"]["= /nginx-health"]
+    assert _directives(health, "allow") == [["127.0.0.1"]] and _directives(health, "deny") == [["all"]]
+    assert _directives(health, "return")[0][0] == "200" and not _directives(health, "proxy_pass")
+    assert "http://127.0.0.1:8000/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+def test_nginx_never_passes_metrics_on(nginx):
+    """Prometheus scrapes web:8000 on the compose network; a prefix location that wins over the regex ones
+    answers everything under /metrics itself."""
+    locations = nginx["locations"]
+    metrics = locations["^~ /metrics"]
+    assert _directives(metrics, "return") == [["404"]]
+    assert not _directives(metrics, "proxy_pass")
+    assert not any(name.startswith("= /metrics") for name in locations)
+
+
+def test_web_runs_django_prometheus_in_multiprocess_mode(compose):
+    env = environment(compose["services"]["web"])
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/"), "the root is read-only; /tmp is writable"
+    assert INTERPOLATED.match(env["AFFECTLOOP_METRICS_TOKEN"]), "the token comes from outside the file"
+    assert compose["services"]["web"]["command"][:3] == ["gunicorn", "-c", "platform/gunicorn.conf.py"]
+    conf = (ROOT / "platform" / "gunicorn.conf.py").read_text()
+    assert "def child_exit(" in conf and "mark_process_dead" in conf and "def on_starting(" in conf
+
+
+def test_gpu_workers_serve_their_metrics_on_the_compose_networks_only(compose):
+    for name in ("worker-gpu", "worker-train"):
+        service = compose["services"][name]
+        env = environment(service)
+        assert effective(env["AFFECTLOOP_WORKER_METRICS_PORT"]).isdigit(), name
+        assert not service.get("ports"), f"{name} publishes nothing"
+
+
+def test_flower_runs_under_the_ops_profile_with_basic_auth_from_a_secret(compose):
+    flower = compose["services"]["flower"]
+    assert flower["profiles"] == ["ops"]
+    assert set(names(flower["secrets"])) == {"redis_password", "flower_basic_auth"}
+    script = flower["command"][0]
+    assert 'FLOWER_BASIC_AUTH="$$(cat /run/secrets/flower_basic_auth)"' in script
+    assert '"redis://:$$(cat /run/secrets/redis_password)@redis:6379/0"' in script
+    assert script.rstrip().splitlines()[-1].startswith("exec celery flower ")
+    assert "DATABASE_URL" not in environment(flower), "Flower needs the broker only"
+    assert "edge" not in networks_of(flower)

@@ -259,6 +259,9 @@ def erase(project: Project, plan_or_args, *, actor) -> ErasureResult:
             "snapshots": sorted(snapshots), "exports": [e.pk for e in exports], "models": models,
             "runs": runs})
 
+        from . import labelstudio
+
+        labelstudio.forget_clips(project, ids)  # its tasks there go on commit; never fails the erasure
         for chunk in _chunks(ids):
             _delete_rows(chunk)
         for snapshot in DatasetSnapshot.objects.select_for_update().filter(pk__in=list(snapshots)).order_by("pk"):
