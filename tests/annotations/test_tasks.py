@@ -26,6 +26,7 @@ PINNED = {
     "affectloop.train.trigger": "default",  # beat: starts due runs (torch-free)
     "affectloop.train.clean_adapters": "train",  # beat: removes long-retired adapters where the files are
     "affectloop.train.scrub_erased": "train",  # erased clips out of the runs' JSONL, where the files are
+    "affectloop.media.labelstudio_sync": "media",  # a large project's Label Studio push or pull
     "affectloop.media.build_export": "media",  # writes a dataset export's zip
     "affectloop.media.expire_exports": "media",  # beat: removes expired export downloads
     "affectloop.media.erase_clips": "media",  # a large erasure by metadata value (it deletes media files)
