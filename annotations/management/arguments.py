@@ -24,3 +24,16 @@ def filters(pairs: list[str], option: str = "--filter") -> dict[str, str]:
             raise CommandError(f"{option} takes KEY=VALUE, not {pair!r}")
         parsed[key.strip()] = value
     return parsed
+
+
+def user(username: str | None):
+    """The user named by an optional --user (recorded in the audit log), or None; a CommandError when no
+    such user exists."""
+    if not username:
+        return None
+    from django.contrib.auth import get_user_model
+
+    found = get_user_model().objects.filter(username=username).first()
+    if found is None:
+        raise CommandError(f"no user named {username!r}")
+    return found

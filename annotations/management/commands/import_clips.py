@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotations import selectors
+from annotations.management import arguments
 from annotations.services import ingest, projects
 
 
@@ -23,11 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="validate only; store nothing")
 
     def handle(self, *args, source, project, create_project, labels_verified, root, user, dry_run, **options):
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"no user named {user!r}")
+        actor = arguments.user(user)
         proj = selectors.project_by_ref(project)
         if proj is None:
             if not create_project:

@@ -1,9 +1,8 @@
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations import selectors
+from annotations.management import arguments
 from annotations.services import prediction_import
 
 
@@ -24,14 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="username recorded in the audit log as the importer")
 
     def handle(self, *args, csv, project, backend, model_version, user, **options):
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"no user named {user!r}")
-        proj = selectors.project_by_ref(project)
-        if proj is None:
-            raise CommandError(f"no project named {project!r}")
+        actor = arguments.user(user)
+        proj = arguments.project(project)
         try:
             result = prediction_import.import_predictions(proj, Path(csv), backend=backend,
                                                           model_version=model_version, actor=actor)
