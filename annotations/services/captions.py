@@ -239,16 +239,10 @@ def write_jsonl(snapshot: DatasetSnapshot, folder, *, media_root=None) -> tuple[
     """captions.jsonl in `folder` in ml.training.data's caption format ({"video": absolute path,
     "transcript", "caption"}), one line per clip (its newest kept caption), sorted by clip name: the same
     captions write the same bytes. Returns the path and the number of lines."""
-    from django.core.files.storage import default_storage
+    from .snapshots import media_path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-
-    def video(file_name: str) -> str:
-        if media_root is not None:
-            return str((Path(media_root) / file_name).resolve())
-        return str(Path(default_storage.path(file_name)).resolve())
-
     newest: dict[int, tuple] = {}
     rows = training_captions(snapshot).order_by("clip_id", "-created_at", "-id").values_list(
         "clip_id", "clip__name", "clip__file", "clip__transcript", "text")
@@ -258,7 +252,7 @@ def write_jsonl(snapshot: DatasetSnapshot, folder, *, media_root=None) -> tuple[
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as out:
         for _, _, file_name, transcript, text in sorted(newest.values(), key=lambda r: (r[0], r[1])):
-            line = {"video": video(file_name), "transcript": transcript, "caption": text}
+            line = {"video": media_path(file_name, media_root), "transcript": transcript, "caption": text}
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path, len(newest)

@@ -250,21 +250,23 @@ def _shown(clip: Clip, rows: list[tuple], cutoff) -> list[dict]:
 
 
 # --- writing out ------------------------------------------------------------------------------------------
+def media_path(file_name: str, media_root=None) -> str:
+    """The absolute path of a stored media file, as training JSONL names it: under `media_root` when given
+    (a worker that mounts the media elsewhere), else where the storage keeps it."""
+    from django.core.files.storage import default_storage
+
+    if media_root is not None:
+        return str((Path(media_root) / file_name).resolve())
+    return str(Path(default_storage.path(file_name)).resolve())
+
+
 def write_jsonl(snapshot: DatasetSnapshot, folder, *, media_root=None) -> dict[str, Path]:
     """train.jsonl, val.jsonl and test.jsonl in `folder`, in ml.training.data's format ({"video": absolute
     path, "transcript": text, "labels": [verified words]}), each sorted by clip name with "\\n" line endings:
     the same snapshot writes the same bytes. `media_root` replaces the storage's folder (a worker that mounts
     the media elsewhere). A split without clips is an empty file."""
-    from django.core.files.storage import default_storage
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-
-    def video(file_name: str) -> str:
-        if media_root is not None:
-            return str((Path(media_root) / file_name).resolve())
-        return str(Path(default_storage.path(file_name)).resolve())
-
     paths = {}
     for split in SPLITS:
         path = folder / f"{split}.jsonl"
@@ -276,7 +278,8 @@ def write_jsonl(snapshot: DatasetSnapshot, folder, *, media_root=None) -> dict[s
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
             for _, file_name, transcript, labels in rows:
-                line = {"video": video(file_name), "transcript": transcript, "labels": list(labels)}
+                line = {"video": media_path(file_name, media_root), "transcript": transcript,
+                        "labels": list(labels)}
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
         tmp.replace(path)  # a reader never sees half a file
         paths[split] = path
