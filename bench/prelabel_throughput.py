@@ -1,9 +1,9 @@
 """Pre-labelling throughput: clips per second of a backend's `predict` at several batch sizes.
 
     python bench/prelabel_throughput.py [--backend internvl|affectgpt] [--batch-sizes 1,4,16] [--clips 16]
-        [--frames 8] [--max-new-tokens 32] [--model DIR [--checkpoint FILE] | --random-init internvl3-1b|2b]
+        [--frames 8] [--max-new-tokens 32] [--model DIR [--checkpoint FILE] | --random-init internvl3-1b|2b|8b]
         [--device cuda|cpu] [--seconds 3] [--size 640x360] [--warmup 1] [--repeats 1] [--threads N]
-        [--natural-stop] [--work-dir DIR] [--json FILE] [--keep]
+        [--natural-stop] [--clips-dir DIR] [--work-dir DIR] [--json FILE] [--keep]
 
 Generates N sample clips (ml.testing.samples, tone soundtrack), loads ONE backend through its production
 constructor, then for each batch size b (in one run, on the same clips) sets `backend.batch_size = b`,
@@ -32,7 +32,7 @@ Model sources:
   default          a tiny random model built into a temp dir by ml.testing (same files as a hub checkpoint,
                    loaded back by the backend): measures the pipeline, not a real model's compute;
   --model DIR      an existing model folder (AffectGPT: plus --checkpoint, default DIR/checkpoint.pth if any);
-  --random-init C  (InternVL only) C = internvl3-1b | internvl3-2b: the InternVL3-{1B,2B}-hf architecture at
+  --random-init C  (InternVL only) C = internvl3-1b | 2b | 8b: the InternVL3-{1B,2B,8B}-hf architecture at
                    full size with RANDOM weights, nothing downloaded. It is instantiated directly on the target
                    device (bf16 on CUDA, fp32 on CPU) by ml.testing.random_internvl, saved to a temp dir
                    with its tokenizer and processor (ml.testing.tiny_internvl.save_internvl), freed, and
@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per batch size (median kept)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--natural-stop", action="store_true", help="do not force min_new_tokens")
+    parser.add_argument("--clips-dir", type=Path,
+                        help="use the clips a generate_sample_clips call left here (a machine without ffmpeg)")
     parser.add_argument("--work-dir", type=Path, help="where clips and built models go (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -388,15 +390,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, batch_sizes: list[int], width: int, height: int, device: torch.device, work: Path) -> int:
-    from ml.testing.samples import generate_sample_clips
+    from ml.testing.samples import generate_sample_clips, read_sample_clips
     from ml.types import ClipInput
 
     started = time.perf_counter()
-    made = generate_sample_clips(work / "clips", args.clips, seconds=args.seconds, width=width, height=height,
-                                 speech=False)
+    if args.clips_dir:
+        made = read_sample_clips(args.clips_dir)[:args.clips]
+        if len(made) < args.clips:
+            raise SystemExit(f"--clips-dir {args.clips_dir} holds {len(made)} clips, --clips asks for {args.clips}")
+        print(f"clips: {len(made)} from {args.clips_dir}")
+    else:
+        made = generate_sample_clips(work / "clips", args.clips, seconds=args.seconds, width=width,
+                                     height=height, speech=False)
+        print(f"clips: {len(made)} x {args.seconds:g} s {width}x{height} H.264 + AAC tone, generated in "
+              f"{time.perf_counter() - started:.1f} s")
     clips = [ClipInput(f"clip{i}", c.path, c.transcript) for i, c in enumerate(made)]
-    print(f"clips: {len(clips)} x {args.seconds:g} s {width}x{height} H.264 + AAC tone, generated in "
-          f"{time.perf_counter() - started:.1f} s")
 
     build_times: dict[str, float] = {}
     built_params: int | None = None

@@ -1,6 +1,6 @@
-"""Full-size InternVL3-1B/2B-hf architectures with RANDOM weights, for benchmarks: nothing is downloaded.
+"""Full-size InternVL3-1B/2B/8B-hf architectures with RANDOM weights, for benchmarks: nothing is downloaded.
 
-`internvl3_config(name)` is the published architecture (InternViT-300M + Qwen2.5-0.5B/1.5B, untied output
+`internvl3_config(name)` is the published architecture (InternViT-300M + Qwen2.5-0.5B/1.5B/7B, untied output
 layer); `build_realistic_tokenizer` gives a tokenizer with the real vocabulary size and special-token ids
 whose BPE merges are trained on the prompt texts, so English words are one token each as in Qwen's
 vocabulary (image tokens exact, text tokens approximate). `random_internvl3` instantiates the model on a
@@ -40,6 +40,9 @@ QWEN25 = {
                      "num_key_value_heads": 2, "intermediate_size": 4864},
     "internvl3-2b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
                      "num_key_value_heads": 2, "intermediate_size": 8960},
+    # Qwen2.5-7B: InternVL3-8B (7.94 B with the vision tower), for LoRA sizing.
+    "internvl3-8b": {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+                     "num_key_value_heads": 4, "intermediate_size": 18944},
 }
 VOCAB_SIZE = 151674
 # Real ids in the InternVL3-hf tokenizer (Qwen2.5's specials, then InternVL's).
@@ -49,7 +52,7 @@ VIDEO_TOKEN_ID = VOCAB_SIZE  # text-only placeholder: the processor expands "<vi
 
 
 def internvl3_config(name: str) -> InternVLConfig:
-    """The InternVL3-{1B,2B}-hf architecture (name: internvl3-1b | internvl3-2b)."""
+    """The InternVL3-{1B,2B,8B}-hf architecture (name: internvl3-1b | internvl3-2b | internvl3-8b)."""
     if name not in QWEN25:
         raise ValueError(f"unknown config {name!r}; choose from {sorted(QWEN25)}")
     vision = InternVLVisionConfig(**INTERNVIT_300M)

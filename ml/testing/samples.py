@@ -17,6 +17,7 @@ layout a test or benchmark needs.
 
 from __future__ import annotations
 
+import ast
 import colorsys
 import csv
 import json
@@ -160,6 +161,16 @@ def generate_sample_clips(out_dir, count: int, *, seconds: float = 2.0, width: i
         for clip in clips:
             writer.writerow([clip.path.name, clip.transcript, clip.language, repr(clip.labels)])
     return clips
+
+
+def read_sample_clips(out_dir) -> list[SampleClip]:
+    """The clips a `generate_sample_clips` call left in `out_dir`, back from its manifest: for a machine
+    without ffmpeg (a GPU box for a benchmark) that is handed clips rendered elsewhere."""
+    out_dir = Path(out_dir)
+    with open(out_dir / MANIFEST_NAME, newline="", encoding="utf-8") as f:
+        return [SampleClip(path=out_dir / row["path"], transcript=row["transcript"],
+                           labels=list(ast.literal_eval(row["labels"])), language=row["language"])
+                for row in csv.DictReader(f)]
 
 
 def _plan(seed: int, index: int) -> _Plan:

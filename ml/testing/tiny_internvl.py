@@ -89,17 +89,20 @@ def save_internvl(model: InternVLForConditionalGeneration, tokenizer: Qwen2Token
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
+    internvl_processor(model.config, tokenizer).save_pretrained(out)
+    return out
 
-    height, width = model.config.vision_config.image_size
+
+def internvl_processor(config, tokenizer: Qwen2Tokenizer) -> InternVLProcessor:
+    """The processor a hub checkpoint of this architecture ships (what `save_internvl` writes)."""
+    height, width = config.vision_config.image_size
     size = {"height": height, "width": width}
-    processor = InternVLProcessor(
+    return InternVLProcessor(
         # crop_to_patches is InternVL's dynamic tiling; the processor turns it on for images regardless of
         # this setting, but videos never tile (see ml.backends.internvl).
         image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
         video_processor=InternVLVideoProcessor(size=size, do_sample_frames=False),
-        tokenizer=tokenizer, image_seq_length=model.config.image_seq_length, chat_template=CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    return out
+        tokenizer=tokenizer, image_seq_length=config.image_seq_length, chat_template=CHAT_TEMPLATE)
 
 
 def save_random_lora_adapter(model_dir: str | Path, out_dir: str | Path, *, seed: int = 0,

@@ -274,15 +274,23 @@ class _Run:
 def load_model(config: TrainConfig, devices: Devices):
     """The base through `from_pretrained` (as inference loads it) with LoRA on the target modules, and the
     `InternVLInputs` that encode samples for it."""
-    import torch  # worker-only
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoProcessor, InternVLForConditionalGeneration
-
-    from ml.backends.internvl import InternVLInputs, stop_token_ids
 
     processor = AutoProcessor.from_pretrained(config.base_model)
     base = InternVLForConditionalGeneration.from_pretrained(config.base_model, dtype=devices.dtype)
     base.to(devices.device)
+    return with_lora(base, processor, config)
+
+
+def with_lora(base, processor, config: TrainConfig):
+    """`base` (already on its device, in its dtype) made trainable as a run of `config` trains it. Split from
+    `load_model` so that the GPU-sizing benchmark measures exactly this model without writing a multi-GB
+    checkpoint to disk first."""
+    import torch  # worker-only
+    from peft import LoraConfig, get_peft_model
+
+    from ml.backends.internvl import InternVLInputs, stop_token_ids
+
     inputs = InternVLInputs(processor, base.config, config.num_frames)
     end_of_turn = processor.tokenizer.convert_tokens_to_ids(inputs.end_of_turn)
     if end_of_turn not in stop_token_ids(base, processor.tokenizer):

@@ -19,7 +19,8 @@ from ml.testing.random_internvl import (
 )
 
 
-@pytest.mark.parametrize(("name", "low", "high"), [("internvl3-1b", 0.9e9, 1.1e9), ("internvl3-2b", 2.0e9, 2.3e9)])
+@pytest.mark.parametrize(("name", "low", "high"), [("internvl3-1b", 0.9e9, 1.1e9), ("internvl3-2b", 2.0e9, 2.3e9),
+                                                   ("internvl3-8b", 7.9e9, 8.0e9)])
 def test_realistic_configs_have_the_published_sizes(name, low, high):
     from transformers import InternVLForConditionalGeneration
 
@@ -37,7 +38,7 @@ def test_realistic_configs_have_the_published_sizes(name, low, high):
 
 def test_unknown_config_is_refused():
     with pytest.raises(ValueError, match="internvl3-1b"):
-        internvl3_config("internvl3-8b")
+        internvl3_config("internvl3-78b")
 
 
 def test_realistic_tokenizer_uses_real_ids_and_word_tokens():
