@@ -3,6 +3,7 @@ from django.urls import path
 from . import export_views, labelstudio_urls
 from . import erasure_views as erase
 from . import training_views as train
+from . import vocabulary_views as vocab
 from . import views
 from . import work_views as work
 from .api.media import serve_signed
@@ -22,6 +23,13 @@ urlpatterns = [
     path("p/<slug:slug>/next/annotate", work.next_annotate, name="next-annotate"),
     path("p/<slug:slug>/vocabulary.json", work.vocabulary_complete, name="vocabulary"),
     path("p/<slug:slug>/vocabulary/propose", work.vocabulary_propose, name="vocabulary-propose"),
+    path("p/<slug:slug>/vocabulary/", vocab.vocabulary_manage, name="vocabulary-manage"),
+    path("p/<slug:slug>/vocabulary/edit", vocab.vocabulary_edit, name="vocabulary-edit"),
+    path("p/<slug:slug>/vocabulary/suggestions", vocab.vocabulary_suggestions, name="vocabulary-suggestions"),
+    path("p/<slug:slug>/vocabulary/export.csv", vocab.vocabulary_export, name="vocabulary-export"),
+    path("p/<slug:slug>/vocabulary/import", vocab.vocabulary_import, name="vocabulary-import"),
+    path("p/<slug:slug>/vocabulary/splits/<int:event_id>/", vocab.vocabulary_split_review,
+         name="vocabulary-split-review"),
     path("p/<slug:slug>/training/", train.training_runs, name="training-runs"),
     path("p/<slug:slug>/training/banner", train.training_banner, name="training-banner"),
     path("p/<slug:slug>/training/<int:run_id>/", train.training_run, name="training-run"),
