@@ -11,7 +11,7 @@ from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
     AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
-    LabelStudioTask, Prediction, Project, Review, SnapshotItem, TrainingRun,
+    GoldAnswer, GoldClip, LabelStudioTask, Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
 from .services import projects as project_services, registry, vocabulary
@@ -337,6 +337,26 @@ class AnnotationRevisionAdmin(ReadOnlyScopedAdmin):
     raw_id_fields = ["annotation"]
 
 
+@admin.register(GoldClip)
+class GoldClipAdmin(ReadOnlyScopedAdmin):
+    """Marked and unmarked on the clip's history page (services.gold, audited): read-only here."""
+
+    list_display = ["clip", "project", "active", "created_by", "created_at"]
+    list_filter = ["active", "project"]
+    search_fields = ["clip__name"]
+    raw_id_fields = ["clip"]
+
+
+@admin.register(GoldAnswer)
+class GoldAnswerAdmin(ReadOnlyScopedAdmin):
+    """Annotators' scored answers to gold clips (services.gold): read-only."""
+
+    project_path = "gold__project"
+    list_display = ["gold", "annotator", "status", "score", "f", "family_f", "served_at", "submitted_at"]
+    list_filter = ["status"]
+    raw_id_fields = ["gold"]
+
+
 @admin.register(EmotionTerm)
 class EmotionTermAdmin(ProjectScopedAdmin):
     list_display = ["term", "kind", "canonical", "family", "valence", "source", "flagged", "project"]
@@ -530,3 +550,4 @@ class LabelStudioTaskAdmin(ReadOnlyScopedAdmin):
     list_display = ["clip", "ls_project", "task_id", "prediction_version", "created_at"]
     search_fields = ["clip__name"]
     raw_id_fields = ["clip"]
+

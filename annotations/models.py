@@ -682,3 +682,71 @@ class LabelStudioTask(models.Model):
 
     def __str__(self):
         return f"clip {self.clip_id} = Label Studio task {self.task_id}"
+
+
+class GoldClip(models.Model):
+    """A verified clip a manager chose as a gold item (services.gold): served in annotators' queues at
+    `config.gold.rate` like any other clip, its answers scored against the labels frozen here when it was
+    marked. Unmarking keeps it (inactive) so that the answers already given keep their key."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_clips")
+    clip = models.OneToOneField(Clip, on_delete=models.CASCADE, related_name="gold")
+    labels = models.JSONField(help_text="The verified words when it was marked, in order")
+    active = models.BooleanField(default=True, help_text="Served in the queue; off when a manager unmarked it")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "active"], name="goldclip_project_active")]
+
+    def __str__(self):
+        return f"gold clip {self.clip_id}"
+
+
+class GoldAnswer(models.Model):
+    """One annotator's answer to one gold clip: created when the queue serves it (so the clip page and its
+    submit know this is a gold item for this person), scored on submit. Never an Annotation: agreement,
+    snapshots, exports and the verified rule read only Annotation, so a gold answer can reach none of them.
+    One per gold clip and annotator, so nobody is served the same gold clip twice."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+
+    gold = models.ForeignKey(GoldClip, on_delete=models.CASCADE, related_name="answers")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gold_answers")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    labels = models.JSONField(default=list, help_text="As an annotation's labels: the draft, then the answer")
+    version = models.PositiveIntegerField(default=1)
+    last_idempotency_key = models.CharField(max_length=64, blank=True)
+    served_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # Scores, set on submit (services.gold.score): precision, recall and F over canonical terms; family_f, the
+    # same over emotion families; score, the F where a label matching only a gold term's family counts half.
+    precision = models.FloatField(null=True, blank=True)
+    recall = models.FloatField(null=True, blank=True)
+    f = models.FloatField(null=True, blank=True)
+    family_f = models.FloatField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-served_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["gold", "annotator"], name="goldanswer_unique_per_annotator"),
+            models.CheckConstraint(condition=Q(status__in=["open", "submitted", "skipped"]),
+                                   name="goldanswer_status_valid"),
+            models.CheckConstraint(condition=~Q(status="submitted") | (Q(submitted_at__isnull=False)
+                                                                       & Q(score__isnull=False)),
+                                   name="goldanswer_submitted_is_scored"),
+            models.CheckConstraint(condition=Q(score__isnull=True) | (Q(score__gte=0) & Q(score__lte=1)),
+                                   name="goldanswer_score_range"),
+        ]
+        indexes = [models.Index(fields=["annotator", "status"], name="goldanswer_annotator_status")]
+
+    def __str__(self):
+        return f"{self.annotator} on gold {self.gold_id} ({self.status})"

@@ -156,6 +156,8 @@ class Gold:
                           expect="a number 0..0.5", check=_between(0, 0.5, "a number"))
     accuracy_floor: float = setting(0.7, "an annotator below this gold F score is flagged to managers",
                                     expect="a number 0..1", check=_between(0, 1, "a number"))
+    min_answers: int = setting(5, "gold answers an annotator needs before the floor can flag them",
+                               expect="an integer 1..1000", check=_between(1, 1000))
 
 
 @dataclass(frozen=True)

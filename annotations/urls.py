@@ -47,6 +47,7 @@ urlpatterns = [
     path("clips/<int:clip_id>/skip", work.clip_skip, name="clip-skip"),
     path("clips/<int:clip_id>/review", work.clip_review, name="clip-review"),
     path("clips/<int:clip_id>/history", work.clip_history, name="clip-history"),
+    path("clips/<int:clip_id>/gold", work.clip_gold, name="clip-gold"),
     path("clips/<int:clip_id>/leases/<int:lease_id>", work.clip_lease, name="clip-lease"),
     path("clips/<int:clip_id>/media", views.clip_media, name="clip-media"),
     path("clips/<int:clip_id>/thumbnail", views.clip_thumbnail, name="clip-thumbnail"),

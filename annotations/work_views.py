@@ -21,9 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import selectors
 from .filters import ClipFilter
 from .forms import MemberForm
-from .models import Annotation, Clip, ClipLease, Membership, Review, Role
+from .models import Annotation, Clip, ClipLease, GoldAnswer, Membership, Review, Role
 from .project_config import project_config
-from .services import annotating, prelabel, projects, queue, reviews, vocabulary
+from .services import annotating, gold, prelabel, projects, queue, reviews, vocabulary
 
 
 def _json_body(request) -> dict:
@@ -44,8 +44,8 @@ def _version(data) -> int:
 
 
 def _state(annotation: Annotation) -> dict:
-    return {"id": annotation.pk, "version": annotation.version, "labels": annotation.labels,
-            "status": annotation.status}
+    # No id: a gold item's page (services.gold) must read like any other, and the page needs none.
+    return {"version": annotation.version, "labels": annotation.labels, "status": annotation.status}
 
 
 def _lease_lost(exc: annotating.LeaseLost) -> JsonResponse:
@@ -101,10 +101,15 @@ def clip_annotate(request, clip_id):
     project = clip.project
     mine = Annotation.objects.filter(clip=clip, annotator=request.user).first()
     editable, lease = False, None
+    answer = gold.answer_for(request.user, clip) if mine is None else None
     # Opening a clip from a list is a preview: only the queue (?take=1) or one's own draft claims it, so a
     # manager looking at clips never takes annotators' places.
     taking = request.GET.get("take") == "1" or (mine is not None and mine.status == Annotation.Status.DRAFT)
-    if taking:
+    if answer is not None:
+        # A gold item served to this person: the same page, its state kept by services.gold.
+        lease = gold.take(answer)
+        mine, editable = gold.as_annotation(answer), lease is not None
+    elif taking:
         try:
             lease = queue.claim(request.user, clip)
         except queue.QueueError as exc:
@@ -139,7 +144,8 @@ def clip_annotate(request, clip_id):
     return render(request, "annotations/clip_annotate.html", {
         "project": project, "clip": clip, "annotation": mine, "page": page, "suggestions": suggestions,
         "mode": mode, "editable": editable, "lease": lease, "guidelines": _guidelines(config),
-        "rejection": selectors.rejection(mine) if mine and mine.status == Annotation.Status.DRAFT else None,
+        "rejection": (selectors.rejection(mine) if answer is None and mine and mine.status == Annotation.Status.DRAFT
+                      else None),
         "can_review": selectors.has_role(request.user, project, Role.REVIEWER),
     })
 
@@ -153,20 +159,18 @@ def _guidelines(config) -> str:
     return nh3.clean(markdown.markdown(text, extensions=["sane_lists"])) if text.strip() else ""
 
 
-def _mine(request, clip_id) -> Annotation:
+def _write(request, clip_id, write, gold_write):
+    """Run one write of the clip page's script; its errors become the JSON answers the script expects. A gold
+    item's writes (the person has a gold answer and no annotation of the clip) go to services.gold."""
     clip = selectors.clip_for(request.user, clip_id)
-    annotation = Annotation.objects.filter(clip=clip, annotator=request.user).select_related("clip").first()
-    if annotation is None:
+    target = Annotation.objects.filter(clip=clip, annotator=request.user).select_related("clip").first()
+    if target is None:
+        target, write = gold.answer_for(request.user, clip), gold_write
+    if target is None:
         raise Http404("No annotation of yours on this clip")
-    return annotation
-
-
-def _write(request, clip_id, write):
-    """Run one write of the clip page's script; its errors become the JSON answers the script expects."""
-    annotation = _mine(request, clip_id)
     try:
         data = _json_body(request)
-        return write(annotation, data), None
+        return write(target, data), None
     except annotating.Conflict as exc:
         return None, _conflict(exc)
     except annotating.LeaseLost as exc:
@@ -179,10 +183,12 @@ def _write(request, clip_id, write):
 @require_POST
 def clip_draft(request, clip_id):
     saved, error = _write(request, clip_id, lambda annotation, data: annotating.save_draft(
-        annotation, labels=data.get("labels"), base_version=_version(data), lead_time=data.get("lead_time")))
+        annotation, labels=data.get("labels"), base_version=_version(data), lead_time=data.get("lead_time")),
+        lambda answer, data: gold.save_draft(answer, labels=data.get("labels"), base_version=_version(data)))
     if error:
         return error
-    return JsonResponse({"annotation": _state(saved), "saved_at": saved.updated_at.isoformat()})
+    state = gold.state(saved) if isinstance(saved, GoldAnswer) else _state(saved)
+    return JsonResponse({"annotation": state, "saved_at": saved.updated_at.isoformat()})
 
 
 @login_required
@@ -190,17 +196,20 @@ def clip_draft(request, clip_id):
 def clip_submit(request, clip_id):
     done, error = _write(request, clip_id, lambda annotation, data: annotating.submit(
         annotation, labels=data.get("labels"), base_version=_version(data),
-        idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time")))
+        idempotency_key=str(data.get("key") or ""), lead_time=data.get("lead_time")),
+        lambda answer, data: gold.submit(answer, labels=data.get("labels"), base_version=_version(data),
+                                         idempotency_key=str(data.get("key") or "")))
     if error:
         return error
+    state = gold.state(done) if isinstance(done, GoldAnswer) else _state(done)
     # Claim the next clip here and answer with its page: one round trip fewer than a redirect through
     # next-annotate (bench/ui_latency.py measures submit → next clip ready).
-    project = done.clip.project
+    project = (done.gold.clip if isinstance(done, GoldAnswer) else done.clip).project
     lease = queue.next_clip(request.user, project)
     if lease is None:
         messages.success(request, "Submitted. Nothing more in the queue for you right now.")
-        return JsonResponse({"annotation": _state(done), "next": reverse("annotations:work", args=[project.slug])})
-    return JsonResponse({"annotation": _state(done),
+        return JsonResponse({"annotation": state, "next": reverse("annotations:work", args=[project.slug])})
+    return JsonResponse({"annotation": state,
                          "next": reverse("annotations:clip-annotate", args=[lease.clip_id]) + "?take=1"})
 
 
@@ -212,7 +221,8 @@ def clip_heartbeat(request, clip_id):
     if kind not in (queue.ANNOTATE, queue.REVIEW):
         return _bad(ValueError("unknown lease kind"))
     try:
-        lease = queue.heartbeat(request.user, clip, kind)
+        lease = (kind == queue.ANNOTATE and gold.heartbeat(request.user, clip)) or queue.heartbeat(
+            request.user, clip, kind)
     except queue.QueueError as exc:
         return _bad(exc, status=409)
     return JsonResponse({"expires_at": lease.expires_at.isoformat()})
@@ -222,8 +232,12 @@ def clip_heartbeat(request, clip_id):
 @require_POST
 def clip_skip(request, clip_id):
     clip = selectors.clip_for(request.user, clip_id)
+    answer = gold.answer_for(request.user, clip)
     try:
-        queue.skip(request.user, clip, request.POST.get("reason", ""))
+        if answer is not None and answer.status == GoldAnswer.Status.OPEN:
+            gold.skip(answer, request.POST.get("reason", ""))
+        else:
+            queue.skip(request.user, clip, request.POST.get("reason", ""))
     except queue.QueueError as exc:
         messages.error(request, str(exc))
         return redirect(reverse("annotations:clip-annotate", args=[clip.pk]) + "?take=1")
@@ -368,7 +382,26 @@ def clip_history(request, clip_id):
         "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user").order_by("kind", "pk"),
         "targets": ({k: queue.reassign_targets(clip.project, k) for k in (queue.ANNOTATE, queue.REVIEW)}
                     if manager else {}),
+        "gold": gold.is_gold(clip) if manager else False,
     })
+
+
+@login_required
+@require_POST
+def clip_gold(request, clip_id):
+    """Managers: mark a verified clip as gold (its verified labels become the answer key), or unmark it."""
+    clip = selectors.clip_for(request.user, clip_id, Role.MANAGER)
+    if request.POST.get("action") == "unmark":
+        if gold.unmark(clip, actor=request.user):
+            messages.success(request, f"{clip.name} is no longer a gold clip.")
+    else:
+        try:
+            gold.mark(clip, actor=request.user)
+        except gold.GoldError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{clip.name} is now a gold clip.")
+    return redirect("annotations:clip-history", clip_id=clip.pk)
 
 
 @login_required
@@ -408,6 +441,16 @@ def members(request, slug):
     form = MemberForm(request.POST or None, addable=selectors.addable_members(request.user))
     if request.method == "POST":
         action = request.POST.get("action", "set")
+        if action == "review-work":
+            pick = request.POST.get("membership", "")
+            membership = (Membership.objects.filter(project=project, pk=int(pick)).first()
+                          if pick.isdecimal() and len(pick) < 19 else None)
+            if membership is None:
+                raise Http404("No such member")
+            outcome = gold.send_work_to_review(project, membership.user, actor=request.user)
+            messages.success(request, f"Sent {outcome['sent']} of {membership.user.get_username()}'s clips to review"
+                                      + (" and removed their trust." if outcome["untrusted"] else "."))
+            return redirect("annotations:members", slug=project.slug)
         if action == "remove":
             membership = Membership.objects.filter(project=project, pk=request.POST.get("membership")).first()
             if membership is None:
@@ -428,9 +471,13 @@ def members(request, slug):
                 messages.success(request, f"{user.get_username()} is now {form.cleaned_data['role']} "
                                           f"{'(trusted)' if form.cleaned_data['trusted'] else ''}".strip() + ".")
                 return redirect("annotations:members", slug=project.slug)
-    rows = project.memberships.select_related("user").order_by("user__username")
+    rows = list(project.memberships.select_related("user").order_by("user__username"))
+    accuracy = gold.gold_accuracy(project)
+    by_user = {person["user_id"]: person for person in accuracy["annotators"]}
+    for row in rows:
+        row.gold = by_user.get(row.user_id)
     return render(request, "annotations/members.html", {"project": project, "rows": rows, "form": form,
-                                                        "roles": Role.choices})
+                                                        "roles": Role.choices, "gold": accuracy})
 
 
 # --- the managers' clip list --------------------------------------------------------------------------------

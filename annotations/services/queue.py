@@ -224,6 +224,13 @@ def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[C
         if current is not None:
             return renew(current), False
         candidates = annotate_candidates(user, project) if kind == ANNOTATE else review_candidates(user, project)
+        if kind == ANNOTATE:
+            from . import gold  # gold imports this module
+
+            # A gold item served and put down comes back first (services.gold), then the user's own drafts.
+            resumed = gold.resume(user, project)
+            if resumed is not None:
+                return resumed, False
         if kind == ANNOTATE and Annotation.objects.filter(annotator=user, status=Annotation.Status.DRAFT,
                                                           clip__project=project).exists():
             # Work this user started and put down (an expired lease, a rejected submit) comes first.
@@ -231,6 +238,11 @@ def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[C
             for clip in _locked_candidates(own, wait):
                 if _still_open(clip, user, kind):
                     return _take(clip, user, kind), False
+        if kind == ANNOTATE and gold.due(user, project) and candidates.exists():
+            # Mixed in at config.gold.rate of the items served, only while the queue has real work too.
+            served = gold.serve(user, project)
+            if served is not None:
+                return served, False
         for clip in _locked_candidates(candidates, wait):
             if _still_open(clip, user, kind):
                 return _take(clip, user, kind), False
@@ -240,7 +252,12 @@ def _next_clip_once(user, project: Project, kind: str, *, wait: bool) -> tuple[C
 
 def claim(user, clip: Clip, kind: str = ANNOTATE) -> ClipLease:
     """Claim a given clip (opening it from "my recent clips" or a link), if the queue rules allow it."""
+    from . import gold  # gold imports this module
+
     with transaction.atomic():
+        if kind == ANNOTATE and gold.has_open(user, clip):
+            # A gold item is answered through services.gold, never as an annotation of the clip.
+            raise QueueError("This clip is not open to you right now: others hold it, or it is done.")
         current = live(ClipLease.objects.filter(user=user, clip=clip, kind=kind)).first()
         if current is not None:
             return renew(current)
@@ -334,7 +351,11 @@ def reassign(lease: ClipLease, to_user, *, actor) -> ClipLease:
     project = lease.clip.project
     if not reassign_targets(project, lease.kind).filter(pk=to_user.pk).exists():
         raise QueueError(f"{to_user.get_username()} cannot take this {lease.kind} lease in {project.name}")
+    from . import gold  # gold imports this module
+
     with transaction.atomic():
+        if lease.kind == ANNOTATE and gold.has_open(lease.user, lease.clip):
+            raise QueueError("This lease cannot move to someone else; release it instead.")
         if ClipLease.objects.filter(clip=lease.clip, user=to_user, kind=lease.kind).exists():
             raise QueueError(f"{to_user.get_username()} already holds this clip")
         if lease.kind == ANNOTATE and Annotation.objects.filter(clip=lease.clip, annotator=to_user).exists():
