@@ -10,7 +10,7 @@ from django.db import transaction
 from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
-    AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DashboardFigures, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
     GoldAnswer, GoldClip, LabelStudioTask, Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
@@ -551,3 +551,9 @@ class LabelStudioTaskAdmin(ReadOnlyScopedAdmin):
     search_fields = ["clip__name"]
     raw_id_fields = ["clip"]
 
+
+@admin.register(DashboardFigures)
+class DashboardFiguresAdmin(ReadOnlyScopedAdmin):
+    """Written by the dashboard's beat task (services.dashboard): the stored figures, for inspection."""
+
+    list_display = ["project", "computed_at", "seconds"]

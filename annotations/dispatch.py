@@ -95,3 +95,11 @@ LABELSTUDIO_SYNC = "affectloop.media.labelstudio_sync"
 def labelstudio_sync(project_id: int, step: str, actor_id: int | None) -> None:
     """A large project's Label Studio push or pull (services.labelstudio.sync_later), off the web request."""
     _send(LABELSTUDIO_SYNC, (project_id, step, actor_id))
+
+
+REFRESH_DASHBOARD = "affectloop.reports.dashboard_project"
+
+
+def refresh_dashboard(project_id: int) -> None:
+    """One project's dashboard figures recomputed now (the page's Refresh button; a big project's first)."""
+    _send(REFRESH_DASHBOARD, (project_id,))

@@ -66,6 +66,19 @@ class Membership(models.Model):
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
 
+class DashboardFigures(models.Model):
+    """The dashboard's costly figures for one project, computed by a beat task (services.dashboard), so
+    that the page reads one row however many clips the project has."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="dashboard_figures")
+    data = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+    seconds = models.FloatField(default=0.0, help_text="How long the computation took")
+
+    def __str__(self):
+        return f"dashboard figures of {self.project} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
 class Clip(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"          # stored, waiting for the media task
@@ -219,7 +232,9 @@ class Prediction(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["clip", "model_version"], name="prediction_unique_per_model_version"),
         ]
-        indexes = [models.Index(fields=["model_version", "clip"], name="prediction_model_version")]
+        indexes = [models.Index(fields=["model_version", "clip"], name="prediction_model_version"),
+                   # the pre-label rate gauge (annotations.metrics) counts the last minutes' predictions
+                   models.Index(fields=["created_at"], name="prediction_created")]
 
     def __str__(self):
         return f"{self.backend}:{self.clip_id}"

@@ -219,3 +219,124 @@ def figure(series: Iterable[Series], *, title: str, x_label: str, y_label: str, 
             rows.append((s.name, label, shown_x, format_number(float(y))))
     svg = line_chart(series, title=title, x_label=x_label, y_label=y_label, chart_id=chart_id, **options)
     return Figure(svg=svg, title=title, x_label=x_label, y_label=y_label, rows=rows, empty=not rows)
+
+
+# --- bar charts ----------------------------------------------------------------------------------------
+
+@dataclass
+class Bar:
+    label: str
+    value: float | None
+    low: float | None = None  # an interval drawn as a whisker (e.g. a 95% bootstrap interval)
+    high: float | None = None
+    group: str = ""  # bars of one group share a colour and a legend entry
+    note: str = ""  # shown in the table (e.g. "n = 40")
+
+
+@dataclass
+class BarFigure:
+    svg: SafeString
+    title: str
+    value_label: str
+    bars: list[Bar]
+    has_interval: bool
+    has_notes: bool
+    empty: bool
+
+    def shown(self, value: float | None) -> str:
+        return "-" if value is None else format_number(float(value))
+
+
+def _drawable(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def bar_chart(bars: Sequence[Bar], *, title: str, value_label: str, chart_id: str = "bars",
+              width: int = WIDTH, value_max: float | None = None, max_bars: int = 30) -> SafeString:
+    """Horizontal bars, one row per `Bar`, with whiskers for intervals and a legend of groups. The scale
+    always holds 0 (bars grow from it, left for negative values) and reaches at least `value_max`."""
+    cid = escape(chart_id)
+    shown = [b for b in bars if _drawable(b.value)][:max_bars]
+    label_w = min(220, 12 + 7 * max((len(b.label) for b in shown), default=4))
+    left, top, right = label_w, MARGIN_TOP + 4, 56
+    row_h = 22
+    groups = list(dict.fromkeys(b.group for b in shown if b.group))
+    legend_h = 22 if groups else 0
+    height = top + max(1, len(shown)) * row_h + 34 + legend_h
+    plot_w = width - left - right
+    if shown:
+        desc = (f"{value_label} for {len(shown)} item{'s' if len(shown) != 1 else ''}"
+                f"{' (the first ' + str(max_bars) + ')' if len(bars) > max_bars else ''}. The table below lists them.")
+    else:
+        desc = f"{value_label}: no data yet."
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" '
+            f'aria-labelledby="{cid}-title {cid}-desc">'),
+           f'<title id="{cid}-title">{escape(title)}</title>',
+           f'<desc id="{cid}-desc">{escape(desc)}</desc>',
+           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+           f'<text x="12" y="20" {FONT} font-size="14" font-weight="600" fill="#1d2330">{escape(title)}</text>']
+    if not shown:
+        out.append(f'<text x="{width / 2:.1f}" y="{top + 14}" {FONT} font-size="13" fill="#667085" '
+                   f'text-anchor="middle">No data yet</text></svg>')
+        return mark_safe("".join(out))  # every text above went through escape()
+    ends = ([float(b.value) for b in shown] + [float(b.high) for b in shown if _drawable(b.high)]
+            + [float(b.low) for b in shown if _drawable(b.low)] + ([value_max] if value_max is not None else []))
+    lo_end, hi_end = min([0.0, *ends]), max([0.0, *ends])
+    ticks = nice_ticks(lo_end, hi_end if hi_end > lo_end else lo_end + 1.0, count=4)
+    lo, hi = ticks[0], ticks[-1]
+
+    def sx(value: float) -> float:
+        return left + (float(value) - lo) / (hi - lo) * plot_w
+
+    bottom = top + len(shown) * row_h
+    for tick in ticks:
+        x = sx(tick)
+        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{bottom}" stroke="#eef0f3"/>')
+        out.append(f'<text x="{x:.1f}" y="{bottom + 15}" {FONT} font-size="11" fill="#667085" '
+                   f'text-anchor="middle">{escape(format_number(tick))}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{bottom + 31}" {FONT} font-size="12" fill="#1d2330" '
+               f'text-anchor="middle">{escape(value_label)}</text>')
+    for index, b in enumerate(shown):
+        y = top + index * row_h
+        colour = COLOURS[groups.index(b.group) % len(COLOURS)] if b.group else COLOURS[0]
+        value = float(b.value)
+        tip = f"{b.label}: {format_number(value)}"
+        if _drawable(b.low) and _drawable(b.high):
+            tip += f" (95% interval {format_number(float(b.low))} to {format_number(float(b.high))})"
+        if b.note:
+            tip += f", {b.note}"
+        out.append(f'<g class="bar" data-label="{escape(b.label)}" data-value="{escape(value)}">')
+        out.append(f'<text x="{left - 6}" y="{y + 15}" {FONT} font-size="11" fill="#1d2330" '
+                   f'text-anchor="end">{escape(b.label[:32])}</text>')
+        x0, x1 = sorted((sx(0.0), sx(value)))
+        out.append(f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(1.0, x1 - x0):.1f}" height="{row_h - 8}" '
+                   f'fill="{colour}"><title>{escape(tip)}</title></rect>')
+        if _drawable(b.low) and _drawable(b.high):
+            x1, x2, mid = sx(float(b.low)), sx(float(b.high)), y + row_h / 2
+            out.append(f'<line x1="{x1:.1f}" y1="{mid:.1f}" x2="{x2:.1f}" y2="{mid:.1f}" stroke="#1d2330"/>')
+            for x in (x1, x2):
+                out.append(f'<line x1="{x:.1f}" y1="{mid - 5:.1f}" x2="{x:.1f}" y2="{mid + 5:.1f}" stroke="#1d2330"/>')
+        end = max(x1, sx(float(b.high)) if _drawable(b.high) else x1)
+        out.append(f'<text x="{end + 4:.1f}" y="{y + 15}" {FONT} font-size="11" '
+                   f'fill="#667085">{escape(format_number(value))}</text>')
+        out.append("</g>")
+    legend_x = 12
+    for index, group in enumerate(groups):
+        colour = COLOURS[index % len(COLOURS)]
+        out.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{legend_x + 14}" y="{height - 5}" {FONT} font-size="11" fill="#1d2330">'
+                   f'{escape(group)}</text>')
+        legend_x += 24 + 7 * min(len(group), 40)
+    out.append("</svg>")
+    return mark_safe("".join(out))  # every text above went through escape()
+
+
+def bar_figure(bars: Iterable[Bar], *, title: str, value_label: str, chart_id: str = "bars",
+               **options) -> BarFigure:
+    """`bar_chart` plus its table fallback (every bar, also those beyond the drawn `max_bars`)."""
+    bars = list(bars)
+    svg = bar_chart(bars, title=title, value_label=value_label, chart_id=chart_id, **options)
+    return BarFigure(svg=svg, title=title, value_label=value_label, bars=bars,
+                     has_interval=any(_drawable(b.low) for b in bars), has_notes=any(b.note for b in bars),
+                     empty=not any(_drawable(b.value) for b in bars))

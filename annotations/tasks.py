@@ -159,3 +159,18 @@ def labelstudio_sync(project_id: int, step: str, actor_id: int | None) -> str:
     from .services import labelstudio
 
     return labelstudio.run_step(project_id, step, actor_id)
+
+
+@shared_task(name="affectloop.reports.dashboard")
+def refresh_dashboards() -> dict:
+    """Beat: every live project's dashboard figures, stored for the page (services.dashboard)."""
+    from .services import dashboard
+
+    return dashboard.refresh_all()
+
+
+@shared_task(name=dispatch.REFRESH_DASHBOARD)
+def refresh_dashboard(project_id: int) -> float | None:
+    from .services import dashboard
+
+    return dashboard.refresh_one(project_id)

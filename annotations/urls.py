@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import export_views, labelstudio_urls
+from . import dashboard_views, export_views, labelstudio_urls
 from . import erasure_views as erase
 from . import training_views as train
 from . import vocabulary_views as vocab
@@ -36,6 +36,8 @@ urlpatterns = [
     path("p/<slug:slug>/training/<int:run_id>/live", train.training_run_live, name="training-run-live"),
     path("p/<slug:slug>/training/<int:run_id>/cancel", train.training_run_cancel, name="training-run-cancel"),
     path("p/<slug:slug>/models/", train.model_versions, name="models"),
+    path("p/<slug:slug>/dashboard/", dashboard_views.project_dashboard, name="dashboard"),
+    path("p/<slug:slug>/dashboard/refresh", dashboard_views.dashboard_refresh, name="dashboard-refresh"),
     path("p/<slug:slug>/exports/", export_views.export_list, name="exports"),
     path("p/<slug:slug>/exports/live", export_views.export_list_live, name="exports-live"),
     path("p/<slug:slug>/exports/<int:export_id>/download", export_views.export_download, name="export-download"),

@@ -278,6 +278,7 @@ CELERY_BEAT_SCHEDULE = {
     "enqueue-captions": {"task": "affectloop.captions.enqueue", "schedule": 900.0},
     "expire-exports": {"task": "affectloop.media.expire_exports", "schedule": 3600.0},
     "clean-retired-adapters": {"task": "affectloop.train.clean_adapters", "schedule": 86400.0},
+    "refresh-dashboards": {"task": "affectloop.reports.dashboard", "schedule": 900.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {

@@ -30,6 +30,8 @@ PINNED = {
     "affectloop.media.build_export": "media",  # writes a dataset export's zip
     "affectloop.media.expire_exports": "media",  # beat: removes expired export downloads
     "affectloop.media.erase_clips": "media",  # a large erasure by metadata value (it deletes media files)
+    "affectloop.reports.dashboard": "default",  # beat: every project's dashboard figures (torch-free)
+    "affectloop.reports.dashboard_project": "default",  # one project's, from the dashboard's Refresh
 }
 
 
