@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from annotations import selectors
 from annotations.models import Annotation, AuditEvent, ClipLabel, EmotionTerm, Project, Role, SnapshotItem
-from annotations.services import snapshots, vocabulary
+from annotations.services import dashboard, snapshots, vocabulary
 from annotations.services import vocabulary_governance as governance
 from annotations.services.projects import set_membership
 from ml.metrics import REFERENCE_DIR, load_wheel
@@ -59,6 +59,8 @@ def test_a_merge_changes_what_the_dashboard_counts_but_no_stored_annotation_and_
     snapshot = snapshots.freeze(project, actor=manager)
     before = stored(project)
     assert canonical_counts(project) == Counter({"worried": 1, "anxious": 1, "calm": 1, "nervous": 1})
+    shown = dashboard.compute(project)["labels"]["terms"]  # what the dashboard's label plot counts
+    assert shown["worried"] == 1 and shown["anxious"] == 1
     version = project.vocabulary_version
 
     plan = governance.plan_merge(project, "worried", "anxious")
@@ -68,6 +70,8 @@ def test_a_merge_changes_what_the_dashboard_counts_but_no_stored_annotation_and_
         event = governance.apply(project, plan, actor=manager)
 
     assert canonical_counts(project) == Counter({"anxious": 2, "calm": 1, "nervous": 1})
+    shown = dashboard.compute(project)["labels"]["terms"]
+    assert "worried" not in shown and shown["anxious"] == 2
     index = Counter(ClipLabel.objects.filter(project=project, source="verified").values_list("term", flat=True))
     assert index == Counter({"anxious": 2, "calm": 1, "nervous": 1})  # the clip index followed
     assert stored(project) == before  # no annotation and no snapshot item changed

@@ -123,5 +123,13 @@ def test_a_manager_reads_the_dashboard_and_the_vocabulary(embedded_platform, das
 
     page.goto(f"{platform.url}/p/{slug}/vocabulary/")
     expect(page.get_by_text("hangry").first).to_be_visible()
-    shot(page, "vocabulary")
+    shot(page, "vocabulary", full_page=False)
+    # A merge: previewed with the labels it changes, then confirmed; the stored words stay as they are.
+    page.get_by_label("Term to merge", exact=False).fill("worried")
+    page.get_by_label("Into", exact=True).fill("anxious")
+    page.get_by_role("button", name="Preview merge").click()
+    expect(page.locator("#preview [data-count=annotations]")).not_to_have_text("0")
+    shot(page, "vocabulary-preview", full_page=False)
+    page.get_by_role("button", name="Confirm", exact=False).click()
+    expect(page.locator("ul.messages")).to_contain_text("done")
     assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
