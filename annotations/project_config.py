@@ -130,7 +130,7 @@ def _al_fitted(value) -> str | None:
 
 @dataclass(frozen=True)
 class ActiveLearning:
-    strategy: str = setting("combined", "the order of the annotation queue; random is the baseline",
+    strategy: str = setting("families", "the order of the annotation queue; random is the baseline",
                             expect="a strategy name", check=_al_strategy)
     seed: int = setting(0, "seed of the random strategy and tie-breaks", expect="an integer")
     fitted: dict | None = setting(None, "a fitted strategy object; used instead of `strategy` when set",

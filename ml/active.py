@@ -8,6 +8,17 @@ pair or an ``ml.types.Label``), each in [0, 1], higher meaning "a human is more 
   over vocabulary families and canonical terms (an unknown word is its own term and family).
 - ``spread``: how many basic emotions the backends' labels span together, 0 for one, 1 for all.
 - ``weak_support``: 1 − the mean share of backends behind each basic emotion any of them named.
+- Family signals, over the *emotion families* of the project vocabulary (every family but ``general``, which
+  names no emotion, and ``unassigned``; a word the vocabulary does not know has no family here):
+  - ``family_spread``: how many distinct families the union of the backends' labels spans, on the scale of
+    ``spread``: 0 for one, 1 for as many families as there are basic emotions (7) or more.
+  - ``family_weak_support``: 1 − the mean, over the families present, of the share of backends naming it.
+  - ``family_min_support``: 1 − the share of backends behind the least supported family present.
+  - ``family_top_support``: 1 − the share of backends behind the best supported family: no consensus.
+  - ``family_lone``: the share of the families present that only one backend names.
+
+  Each is 1 when no backend names a family (nothing to trust); shares count every backend asked, so a
+  refusal weakens support.
 - ``uncertainty``: mean of (1 − score) over the labels that carry a score; 0.5 (no information) when none
   does, 1 when no backend gave a label.
 - ``novelty``: MASI distance from the basic emotions most backends agree on to the nearest label set in a
@@ -36,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ml.metrics import jaccard, masi_distance
-from ml.vocabulary import Vocabulary, normalise
+from ml.vocabulary import FAMILIES, UNASSIGNED, Vocabulary, normalise
 
 FORMAT = 1
 
@@ -63,14 +74,26 @@ BASIC: dict[str, str | None] = {
     "general": None,
 }
 N_BASIC = len({b for b in BASIC.values() if b})
+# Families that name an emotion (``general`` is valence only; ``unassigned`` is not placed yet).
+EMOTION_FAMILIES = FAMILIES - {"general", UNASSIGNED}
 
 SIGNALS = ("disagreement", "family_disagreement", "term_disagreement", "spread", "weak_support",
+           "family_spread", "family_weak_support", "family_min_support", "family_top_support", "family_lone",
            "uncertainty", "novelty", "empty", "random")
+FAMILY_SIGNALS = ("family_spread", "family_weak_support", "family_min_support", "family_top_support",
+                  "family_lone")
 
-# Equal weights: on OV-MERD dev, 5-fold cross-validation (`bench/active_ovmerd.py --cv`) scored them above
-# the weights fit_weights finds for the same signals (held-out AUROC 0.805 vs 0.795), and this set above the
-# others tried (the three basic-level signals 0.790; adding family disagreement, novelty and empty 0.797).
+# Equal weights: on OV-MERD dev with all 8 predictor files, 5-fold cross-validation
+# (`bench/active_ovmerd.py --cv`) scored them above the weights fit_weights finds for the same signals
+# (held-out AUROC 0.805 vs 0.795), and this set above the others tried then (the three basic-level signals
+# 0.790; adding family disagreement, novelty and empty 0.797). It was the default until ``families``.
 COMBINED_WEIGHTS = {"disagreement": 0.25, "term_disagreement": 0.25, "spread": 0.25, "weak_support": 0.25}
+
+# The default since the family signals: the same cross-validation, run on all 8 files and on two backends
+# (AffectGPT epoch 30 and the MER2024 baseline: a project has at most two model backends), chose this set
+# with equal weights by the mean held-out AUROC of the two (0.778: 0.773 and 0.784), above ``combined``
+# (0.767: 0.805 and 0.730) and eight other sets. It needs no basic-emotion grouping: only the families.
+FAMILIES_WEIGHTS = {"family_spread": 0.5, "family_weak_support": 0.5}
 
 STRATEGIES: dict[str, Mapping[str, float]] = {
     "random": {"random": 1.0},
@@ -79,8 +102,11 @@ STRATEGIES: dict[str, Mapping[str, float]] = {
     "uncertainty": {"uncertainty": 1.0},
     "novelty": {"novelty": 1.0},
     "combined": COMBINED_WEIGHTS,
+    "families": FAMILIES_WEIGHTS,
 }
 """Built-in weightings by name: ``Strategy.named(name)``."""
+DEFAULT_STRATEGY = "families"
+"""The strategy of a new project (``annotations.project_config.ActiveLearning.strategy``)."""
 
 
 # --- per-clip signals ---------------------------------------------------------------------------
@@ -91,6 +117,7 @@ class _Answer:
     terms: frozenset[str]
     families: frozenset[str]
     basics: frozenset[str]
+    emotion_families: frozenset[str]
     scores: tuple[float, ...]
 
 
@@ -106,6 +133,7 @@ def _answer(labels: Iterable[LabelLike], vocabulary: Vocabulary) -> _Answer:
     terms: set[str] = set()
     families: set[str] = set()
     basics: set[str] = set()
+    emotion_families: set[str] = set()
     scores: list[float] = []
     for item in labels:
         word, score = _word_and_score(item)
@@ -116,9 +144,12 @@ def _answer(labels: Iterable[LabelLike], vocabulary: Vocabulary) -> _Answer:
         families.add(entry.family if entry else f"word:{key}")
         if entry and (basic := BASIC.get(entry.family)):
             basics.add(basic)
+        if entry and entry.family in EMOTION_FAMILIES:
+            emotion_families.add(entry.family)
         if score is not None:
             scores.append(min(1.0, max(0.0, float(score))))
-    return _Answer(frozenset(terms), frozenset(families), frozenset(basics), tuple(scores))
+    return _Answer(frozenset(terms), frozenset(families), frozenset(basics), frozenset(emotion_families),
+                   tuple(scores))
 
 
 def _disagreement(sets: Sequence[frozenset[str]]) -> float:
@@ -157,6 +188,21 @@ def random_signal(clip: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2 ** 64
 
 
+def family_signals(answers: Sequence[_Answer]) -> dict[str, float]:
+    """The family signals of one clip from every asked backend's answer (empty answers included)."""
+    support = Counter(f for a in answers for f in a.emotion_families)
+    if not support:
+        return dict.fromkeys(FAMILY_SIGNALS, 1.0)
+    shares = [n / len(answers) for n in support.values()]
+    return {
+        "family_spread": min(1.0, (len(support) - 1) / (N_BASIC - 1)),
+        "family_weak_support": 1.0 - sum(shares) / len(shares),
+        "family_min_support": 1.0 - min(shares),
+        "family_top_support": 1.0 - max(shares),
+        "family_lone": sum(1 for n in support.values() if n == 1) / len(support),
+    }
+
+
 def clip_signals(clip: str, predictions: ClipPredictions, *, vocabulary: Vocabulary | None = None,
                  pool: Pool | None = None, seed: int = 0) -> dict[str, float]:
     vocabulary = vocabulary or Vocabulary.default()
@@ -171,6 +217,7 @@ def clip_signals(clip: str, predictions: ClipPredictions, *, vocabulary: Vocabul
         "spread": max(0, len(votes) - 1) / (N_BASIC - 1),
         # No basic emotion named at all (only unknown or valence words) is as weak as support gets.
         "weak_support": 1.0 - sum(votes.values()) / (len(votes) * len(answers)) if votes else 1.0,
+        **family_signals(answers),
         "uncertainty": (sum(1.0 - s for s in scores) / len(scores) if scores else 0.5) if answered else 1.0,
         "novelty": pool.novelty(clip, _consensus(answered)) if pool is not None else 1.0,
         "empty": 1.0 - len(answered) / len(answers) if answers else 1.0,
@@ -265,16 +312,20 @@ DEFAULT_FIT_SIGNALS = ("disagreement", "term_disagreement", "spread", "weak_supp
 def fit_weights(clips: Mapping[str, ClipPredictions], needed_fix: Mapping[str, bool], *,
                 verified: Mapping[str, Iterable[str]] | Pool | None = None,
                 signals: Sequence[str] = DEFAULT_FIT_SIGNALS, steps: int = 10, name: str = "fitted",
-                vocabulary: Vocabulary | None = None) -> tuple[Strategy, float]:
+                vocabulary: Vocabulary | None = None,
+                values: Mapping[str, Mapping[str, float]] | None = None) -> tuple[Strategy, float]:
     """The weights on a grid of step 1/``steps`` over the simplex that maximise the AUROC of the score for
     ``needed_fix`` (clip → whether its pre-label needed a human) on the clips in it; and that AUROC.
 
-    Signals constant over these clips cannot rank them and get no weight. Ties prefer the weights spread
+    ``values`` (clip → signal → value, as ``Strategy.signals`` gives) saves computing the signals again when
+    they are at hand, e.g. over the folds of a cross-validation. Signals constant over these clips cannot
+    rank them and get no weight. Ties prefer the weights spread
     over more signals (a flatter mix is the safer bet off the fit data), then more weight on earlier signals.
     """
     probe = Strategy(name, {}, vocabulary=vocabulary or Vocabulary.default())
     fit_clips = [c for c in clips if c in needed_fix]
-    values = probe.signals({c: clips[c] for c in fit_clips}, verified)
+    if values is None:
+        values = probe.signals({c: clips[c] for c in fit_clips}, verified)
     labels = [bool(needed_fix[c]) for c in fit_clips]
     usable = [s for s in signals if len({values[c][s] for c in fit_clips}) > 1]
     if not usable:

@@ -15,6 +15,7 @@ from django.core.management.base import CommandError
 
 from annotations.models import AuditEvent, Clip, ModelVersion, Prediction, Project
 from annotations.services import prelabel, registry
+from ml.active import DEFAULT_STRATEGY
 from ml.versions import prediction_version
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +77,7 @@ def test_imports_answers_then_fuses_and_scores_the_clips(project, clips, manager
         fused = clip.predictions.get(backend="fused")
         assert fused.model_version == prelabel.fused_version(prelabel.plan(project).config, ["internvl:v1"])
         assert fused.labels[0]["support"] == [{"backend": "internvl", "score": None}]
-        assert clip.priority is not None and clip.al_signals["strategy"] == "combined"
+        assert clip.priority is not None and clip.al_signals["strategy"] == DEFAULT_STRATEGY
         assert clip.label_state == "prelabeled" and clip.prelabel_queued_at is None
     assert [t["term"] for t in clips[0].predictions.get(backend="fused").labels] == ["happy", "surprised"]
 

@@ -1,6 +1,7 @@
 """Active-learning scores: AUROC, the signals on hand cases, strategies and storage, and the result on OV-MERD."""
 
 import csv
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -11,6 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from ml.active import (
+    DEFAULT_STRATEGY,
+    FAMILY_SIGNALS,
     SIGNALS,
     STRATEGIES,
     Pool,
@@ -90,6 +93,33 @@ def test_novelty_is_distance_to_the_nearest_verified_set_and_ignores_the_clip_it
     assert clip_signals("new", happy)["novelty"] == 1.0  # nothing verified yet
 
 
+def test_family_signals_by_hand():
+    # Three backends asked: joy from a and b, calm from a only, c refused.
+    s = clip_signals("c", {"a": ["happy", "calm"], "b": ["joyful"], "c": []})
+    assert s["family_spread"] == pytest.approx(1 / 6)  # two families, on spread's scale (7 basic emotions)
+    assert s["family_weak_support"] == pytest.approx(1 - (2 / 3 + 1 / 3) / 2)
+    assert s["family_min_support"] == pytest.approx(2 / 3)
+    assert s["family_top_support"] == pytest.approx(1 / 3)
+    assert s["family_lone"] == 0.5
+    # The same words in other forms agree fully: fear and sadness, each from both backends.
+    same = clip_signals("c", {"a": ["anxious", "sad"], "b": ["Anxiety", "sadness"]})
+    assert same["family_spread"] == pytest.approx(1 / 6)
+    assert [same[k] for k in FAMILY_SIGNALS[1:]] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_valence_words_and_unknown_words_span_no_family():
+    s = clip_signals("c", {"a": ["positive", "frobnicated"], "b": ["happy"]})  # only joy, from b alone
+    assert [s[k] for k in FAMILY_SIGNALS] == [0.0, 0.5, 0.5, 0.5, 1.0]
+    nothing = clip_signals("c", {"a": ["positive"], "b": []})
+    assert [nothing[k] for k in FAMILY_SIGNALS] == [1.0] * 5  # no emotion named: nothing to trust
+
+
+def test_family_spread_counts_families_and_saturates():
+    words = ["happy", "calm", "angry", "afraid", "sad", "disgusted", "surprised", "curious"]  # 8 families
+    spreads = [clip_signals("c", {"a": words[:n], "b": ["happy"]})["family_spread"] for n in range(1, 9)]
+    assert spreads == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1])
+
+
 # --- strategies ---------------------------------------------------------------------------------
 
 def test_random_is_reproducible_order_free_and_roughly_uniform():
@@ -113,6 +143,16 @@ def test_every_named_strategy_scores_and_round_trips_through_json():
         assert back == strategy and back.score(clips) == strategy.score(clips)
     combined = Strategy.named("combined").score(clips)
     assert combined["x"] > combined["y"]
+
+
+def test_the_default_strategy_is_the_family_one_and_new_projects_use_it():
+    from annotations.project_config import ActiveLearning
+
+    assert DEFAULT_STRATEGY == "families" and ActiveLearning().strategy == DEFAULT_STRATEGY
+    assert Strategy.named(DEFAULT_STRATEGY).weights == {"family_spread": 0.5, "family_weak_support": 0.5}
+    scores = Strategy.named(DEFAULT_STRATEGY).score({"agree": {"a": ["happy"], "b": ["joyful"]},
+                                                     "split": {"a": ["happy"], "b": ["angry"]}})
+    assert scores == {"agree": 0.0, "split": pytest.approx((1 / 6 + 0.5) / 2)}
 
 
 def test_bad_strategies_are_refused():
@@ -177,6 +217,10 @@ def test_combined_strategy_finds_bad_prelabels_on_test(ovmerd, chance):
     assert combined > baseline + 0.05, (combined, baseline)
 
 
+def test_default_strategy_beats_every_random_ordering_on_test(ovmerd, chance):
+    assert auroc_on_test(ovmerd, Strategy.named(DEFAULT_STRATEGY)) > max(chance)
+
+
 def test_weights_fitted_on_dev_beat_the_baseline_on_test(ovmerd):
     ref = ovmerd
     needed = {c: ref.bad[c] for c in ref.dev if c in ref.bad}
@@ -190,10 +234,45 @@ def test_bench_writes_one_score_file_per_strategy(ovmerd, tmp_path):
                           "--reference", str(REFERENCE_DIR)], check=False, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "combined" in out.stdout
-    for name in STRATEGIES:
+    assert "combined" in out.stdout and f"{DEFAULT_STRATEGY} - combined on test" in out.stdout
+    assert "2: affectgpt+mer2024" in out.stdout and "95% CI" in out.stdout
+    for name in [*STRATEGIES, "default"]:
         with open(tmp_path / f"{name}.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert [row["name"] for row in rows] == ovmerd.test_split
         assert all(float(row["score"]) >= 0 for row in rows)
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / f"{DEFAULT_STRATEGY}.csv").read_text()
+
+
+def test_bench_skips_with_a_reason_without_the_reference_data(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "active_ovmerd.py"), "--out", str(tmp_path / "o"),
+                          "--reference", str(tmp_path)], check=False, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "skipped: reference data not found" in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _bench():
+    if (module := sys.modules.get("bench_active_ovmerd")) is None:
+        spec = importlib.util.spec_from_file_location("bench_active_ovmerd", ROOT / "bench" / "active_ovmerd.py")
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_pair_the_resamples():
+    bench = _bench()
+    positives = [i % 3 == 0 for i in range(60)]
+    scores = [0.3 * (i % 3 == 0) + (i % 7) / 10 for i in range(60)]  # overlapping classes
+    value = auroc(scores, positives)
+    (lo, hi), (lo2, hi2), diff = bench.bootstrap(positives, scores, scores, n=300)
+    assert lo <= value <= hi < 1.0 and (lo, hi) == (lo2, hi2) and diff == (0.0, 0.0)
+
+
+def test_cross_validation_of_the_default_signals_runs_on_dev_only(ovmerd):
+    bench = _bench()
+    wheel, gt, splits, backends = load_ovmerd(REFERENCE_DIR)
+    setting = bench.make_setting("two", {b: backends[b] for b in bench.SUBSET}, gt, splits, wheel)
+    assert set(setting.dev) <= {c for c in gt if splits[c] == "dev"} and not set(setting.dev) & set(setting.test)
+    equal, fitted = bench.cross_validate(setting, gt, tuple(Strategy.named(DEFAULT_STRATEGY).weights))
+    assert 0.6 < equal <= 1 and 0.6 < fitted <= 1
 
