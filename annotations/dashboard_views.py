@@ -143,8 +143,8 @@ def gold_figures(data: dict) -> dict:
 def project_dashboard(request, slug):
     project = selectors.project_for(request.user, slug, Role.MANAGER)
     data, computed_at = dashboard.figures_for(project)
-    context = {"project": project, "states": dashboard.state_counts(project), "computed_at": computed_at,
-               "pending": data is None}
+    context = {"project": project, "computed_at": computed_at, "pending": data is None,
+               "states": data["states"] if data is not None else dashboard.state_counts(project)}
     if data is not None:
         context.update(sections(data))
     return render(request, "annotations/dashboard.html", context)
