@@ -42,7 +42,7 @@ from ..models import (
     Role,
 )
 from ..project_config import project_config
-from . import annotating, audit, queue
+from . import annotating, audit, evaluation, queue
 
 # A label that matches only a gold term's family (not the term) earns this much in `score`.
 FAMILY_CREDIT = 0.5
@@ -68,7 +68,7 @@ def _prf(hits_p: float, n_answer: int, hits_r: float, n_gold: int) -> tuple[floa
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def score(answer_labels, gold_labels, vocabulary) -> dict[str, float]:
+def score(answer_labels, gold_labels, vocabulary, wheel=None) -> dict[str, float]:
     """Score one answer against the gold labels, both resolved to canonical terms through `vocabulary` (an
     ml.vocabulary.Vocabulary), so "irritated" matches "annoyed" where the vocabulary says they are one term.
     A word the vocabulary lacks stands for itself (normalised) and has no family.
@@ -76,7 +76,13 @@ def score(answer_labels, gold_labels, vocabulary) -> dict[str, float]:
     precision, recall, f: over the sets of canonical terms. family_f: F over the sets of families.
     score: F where each answer term earns 1 if it is a gold term, FAMILY_CREDIT if only its family is among
     the gold terms' families (and the family is not a broad one), else 0; recall likewise for each gold term
-    against the answer. The floor compares `score`."""
+    against the answer. The floor compares `score`.
+
+    With an emotion wheel (ml.metrics.EmotionWheel, where a wheel folder is configured) the partial credit
+    comes from the wheels instead of the families, averaged over the wheels that place the word (as the
+    official metric averages over wheels): on one wheel, a word in the same fine emotion (level 2) as a word
+    on the other side earns 1, one in the same coarse emotion (level 1: happy, sad, mad, scared...) earns
+    FAMILY_CREDIT. A word no wheel places falls back to the family rule."""
     from ml.vocabulary import normalise
 
     def resolve(words):
@@ -100,10 +106,40 @@ def score(answer_labels, gold_labels, vocabulary) -> dict[str, float]:
             return 1.0
         return FAMILY_CREDIT if family and family not in NO_FAMILY_CREDIT and family in other_families else 0.0
 
-    credit_p = sum(credit(t, fam, gold, fam_g) for t, fam in answer.items())
-    credit_r = sum(credit(t, fam, answer, fam_a) for t, fam in gold.items())
+    def wheel_credit(term, family, other_terms, other_families):
+        if term in other_terms:
+            return 1.0
+        credits = []
+        for index in range(len(wheel.levels)):
+            fine, coarse = wheel.cluster(term, index, 2), wheel.cluster(term, index, 1)
+            if fine is None and coarse is None:
+                continue  # this wheel does not place the word
+            if fine is not None and fine in {wheel.cluster(o, index, 2) for o in other_terms}:
+                credits.append(1.0)
+            elif coarse is not None and coarse in {wheel.cluster(o, index, 1) for o in other_terms}:
+                credits.append(FAMILY_CREDIT)
+            else:
+                credits.append(0.0)
+        return sum(credits) / len(credits) if credits else credit(term, family, other_terms, other_families)
+
+    if wheel is not None:
+        credit_p = sum(wheel_credit(t, fam, gold, fam_g) for t, fam in answer.items())
+        credit_r = sum(wheel_credit(t, fam, answer, fam_a) for t, fam in gold.items())
+    else:
+        credit_p = sum(credit(t, fam, gold, fam_g) for t, fam in answer.items())
+        credit_r = sum(credit(t, fam, answer, fam_a) for t, fam in gold.items())
     _, _, credited = _prf(credit_p, len(answer), credit_r, len(gold))
     return {"precision": precision, "recall": recall, "f": f, "family_f": family_f, "score": credited}
+
+
+def configured_wheel():
+    """The emotion wheels when a wheel folder is configured (AFFECTLOOP_WHEEL_DIR), else None: then the
+    partial credit is by family. A folder that does not load is an error for the operator, not a silent
+    fallback."""
+    from ml.metrics import load_wheel
+
+    folder = evaluation.wheel_dir()
+    return load_wheel(folder) if folder else None
 
 
 # --- managers mark and unmark -------------------------------------------------------------------------------
@@ -301,7 +337,8 @@ def submit(answer: GoldAnswer, *, labels, base_version: int, idempotency_key: st
             raise Conflict(current)
         clip = current.gold.clip
         current.labels = annotating.label_sources(clip, labels)
-        for name, value in score(current.labels, current.gold.labels, project_vocabulary(clip.project)).items():
+        for name, value in score(current.labels, current.gold.labels, project_vocabulary(clip.project),
+                                 wheel=configured_wheel()).items():
             setattr(current, name, round(value, 6))
         current.status = GoldAnswer.Status.SUBMITTED
         current.version += 1

@@ -97,6 +97,29 @@ def test_family_partial_credit(project):
     assert gold.score(["zorblike"], ["zorblike"], vocab)["f"] == 1.0
 
 
+def test_wheel_partial_credit_where_wheels_are_configured(project, settings):
+    from ml.metrics import load_wheel
+    from tests.conftest import reference_path
+
+    folder = reference_path("emotion_wheel")  # skips, saying why, where the reference data is absent
+    wheel = load_wheel(folder)
+    vocab = vocabulary.project_vocabulary(project)
+    # furious for annoyed, wheel by wheel (fine emotion = level 2, coarse = level 1 of the reference wheels):
+    # frustrated/anger (coarse mad = mad: 0.5), aggressive = aggressive (1), angry = angry (1),
+    # irritated/aggressive (coarse anger = anger: 0.5), angry = angry (1): mean 4 / 5 = 0.8 on each side.
+    got = gold.score(["furious"], ["annoyed"], vocab, wheel=wheel)
+    assert got["score"] == pytest.approx(0.8) and got["f"] == 0.0
+    assert gold.score(["furious"], ["annoyed"], vocab)["score"] == 0.5  # the family rule without wheels
+    # sad for anxious: neither the fine nor the coarse emotion is shared on any wheel
+    assert gold.score(["sad"], ["anxious"], vocab, wheel=wheel)["score"] == 0.0
+    # no wheel places "tearful" (sadness) or "homesick" (sadness): the family rule again, half credit
+    assert gold.score(["tearful"], ["homesick"], vocab, wheel=wheel)["score"] == 0.5
+    # a configured folder is what a submit uses
+    settings.WHEEL_DIR = str(folder)
+    assert gold.configured_wheel() is wheel
+    settings.WHEEL_DIR = None
+
+
 def test_the_draw_is_deterministic_and_near_the_rate():
     draws = [gold.draws_gold(7, user, served, 0.2) for user in range(1, 6) for served in range(400)]
     assert draws == [gold.draws_gold(7, user, served, 0.2) for user in range(1, 6) for served in range(400)]
