@@ -110,6 +110,24 @@ def _date_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [lo + (hi - lo) * i / (count - 1) for i in range(count)]
 
 
+def _open_svg(cid: str, width: int, height: int, title: str, desc: str, *, title_x: float) -> list[str]:
+    """The opening of every chart: the <svg> labelled by its <title> and <desc>, a white ground, the title."""
+    return [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+             f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" '
+             f'aria-labelledby="{cid}-title {cid}-desc">'),
+            f'<title id="{cid}-title">{escape(title)}</title>',
+            f'<desc id="{cid}-desc">{escape(desc)}</desc>',
+            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+            f'<text x="{title_x}" y="20" {FONT} font-size="14" font-weight="600" fill="#1d2330">{escape(title)}</text>']
+
+
+def _legend_entry(out: list[str], x: float, y_bottom: float, colour: str, name: str) -> float:
+    """A legend square and its (escaped) name at x; returns where the next entry starts."""
+    out.append(f'<rect x="{x}" y="{y_bottom - 12}" width="10" height="10" fill="{colour}"/>')
+    out.append(f'<text x="{x + 14}" y="{y_bottom - 3}" {FONT} font-size="11" fill="#1d2330">{escape(name)}</text>')
+    return x + 24 + 7 * min(len(name), 40)
+
+
 def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str, chart_id: str = "chart",
                width: int = WIDTH, height: int = HEIGHT, y_min: float | None = None,
                y_max: float | None = None) -> SafeString:
@@ -129,13 +147,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
                 f"{len(drawn)} series ({', '.join(s.name for s, _ in drawn)}). The table below lists them.")
     else:
         desc = f"{y_label} against {x_label}: no data yet."
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-            f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" '
-            f'aria-labelledby="{cid}-title {cid}-desc">'),
-           f'<title id="{cid}-title">{escape(title)}</title>',
-           f'<desc id="{cid}-desc">{escape(desc)}</desc>',
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-           f'<text x="{left}" y="20" {FONT} font-size="14" font-weight="600" fill="#1d2330">{escape(title)}</text>']
+    out = _open_svg(cid, width, height, title, desc, title_x=left)
     if not all_points:
         out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#e4e7ec"/>')
         out.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" {FONT} font-size="13" '
@@ -200,9 +212,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
                        f'data-x="{escape(_as_number(raw_x))}" data-y="{escape(float(raw_y))}">'
                        f'<title>{escape(label)}</title></circle>')
         out.append("</g>")
-        out.append(f'<rect x="{legend_x}" y="{height - 12}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{legend_x + 14}" y="{height - 3}" {FONT} font-size="11" fill="#1d2330">{name}</text>')
-        legend_x += 24 + 7 * min(len(s.name), 40)
+        legend_x = _legend_entry(out, legend_x, height, colour, s.name)
     out.append("</svg>")
     return mark_safe("".join(out))  # every text above went through escape()
 
@@ -269,13 +279,7 @@ def bar_chart(bars: Sequence[Bar], *, title: str, value_label: str, chart_id: st
                 f"{' (the first ' + str(max_bars) + ')' if len(bars) > max_bars else ''}. The table below lists them.")
     else:
         desc = f"{value_label}: no data yet."
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-            f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" '
-            f'aria-labelledby="{cid}-title {cid}-desc">'),
-           f'<title id="{cid}-title">{escape(title)}</title>',
-           f'<desc id="{cid}-desc">{escape(desc)}</desc>',
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-           f'<text x="12" y="20" {FONT} font-size="14" font-weight="600" fill="#1d2330">{escape(title)}</text>']
+    out = _open_svg(cid, width, height, title, desc, title_x=12)
     if not shown:
         out.append(f'<text x="{width / 2:.1f}" y="{top + 14}" {FONT} font-size="13" fill="#667085" '
                    f'text-anchor="middle">No data yet</text></svg>')
@@ -323,11 +327,7 @@ def bar_chart(bars: Sequence[Bar], *, title: str, value_label: str, chart_id: st
         out.append("</g>")
     legend_x = 12
     for index, group in enumerate(groups):
-        colour = COLOURS[index % len(COLOURS)]
-        out.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{legend_x + 14}" y="{height - 5}" {FONT} font-size="11" fill="#1d2330">'
-                   f'{escape(group)}</text>')
-        legend_x += 24 + 7 * min(len(group), 40)
+        legend_x = _legend_entry(out, legend_x, height - 2, COLOURS[index % len(COLOURS)], group)
     out.append("</svg>")
     return mark_safe("".join(out))  # every text above went through escape()
 
