@@ -118,7 +118,7 @@ def model_figures(models: list[dict], wheel: bool) -> dict:
                 (datetime.fromisoformat(m["at"]), m["f"], m["model_version"]))
     over_time = [plots.Series(backend, sorted(points))
                  for backend, points in sorted(by_backend.items(), key=lambda kv: _backend_order(kv[0]))]
-    return {"metric": metric,
+    return {"metric": metric, "wheel": wheel,
             "bars": plots.bar_figure(bars, title=f"Model quality on test-split clips: {metric}",
                                      value_label="F, with its 95% bootstrap interval", value_max=1,
                                      chart_id="models-f"),

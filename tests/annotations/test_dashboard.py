@@ -189,3 +189,24 @@ def test_beat_task_refreshes_every_live_project_and_skips_archived(project, mana
     assert result["refreshed"] >= 1 and result["failed"] == []
     assert DashboardFigures.objects.filter(project=project).exists()
     assert not DashboardFigures.objects.filter(project=archived).exists()
+
+
+def test_with_wheels_the_models_show_the_wheel_metric_and_the_vocabulary_beside_it(client, project, manager,
+                                                                                    annotator):
+    from annotations.models import Review
+    from tests.conftest import reference_path
+
+    folder = reference_path("emotion_wheel")
+    c = clip(project, 1, split="test", label_state="verified", verified_at=NOW)
+    first = submitted(c, annotator, ["happy", "sad"], at=NOW)
+    Review.objects.create(annotation=first, reviewer=manager, decision="accept", annotation_version=1)
+    Prediction.objects.create(clip=c, backend="internvl", model_version="internvl:v1",
+                              labels=[{"term": "joyful"}, {"term": "angry"}])
+    row = dashboard.refresh(project, wheel_dir=str(folder))
+    (model,) = row.data["models"]
+    assert row.data["wheel"] and model["metric"] == "wheel" and model["clips"] == 1
+    # joyful is happy on the wheels' coarse level, not a project-vocabulary match for "happy"
+    assert model["f"] > model["vocabulary"]["term"]["f"]
+    client.force_login(manager)
+    html = client.get(reverse("annotations:dashboard", args=[project.slug])).content.decode()
+    assert "emotion-wheel F (level 1, mean over wheels)" in html and "F over the project vocabulary</th>" in html
