@@ -81,15 +81,32 @@ def bootstrap_mean(values: Sequence[float], *, resamples: int = RESAMPLES, seed:
             "ci": _interval(array[idx].mean(axis=1), confidence)}
 
 
+# Drawing every resample at once makes (resamples, clips, groups) arrays: 4 GB each at 100,000 test clips with the
+# five wheels. Above this many cells the resamples are drawn and scored in batches.
+BOOTSTRAP_CELLS = 5_000_000
+
+
 def score_interval(precision, recall, *, resamples: int = RESAMPLES, seed: int = SEED,
-                   confidence: float = CONFIDENCE) -> dict:
+                   confidence: float = CONFIDENCE, cells: int = BOOTSTRAP_CELLS) -> dict:
     """{"precision", "recall", "f", "n", "ci": {"precision": [lo, hi], "recall": [...], "f": [...]}} of one model
-    from its per-clip precision and recall ((n,) or (n, groups), NaN: skipped by that group)."""
+    from its per-clip precision and recall ((n,) or (n, groups), NaN: skipped by that group). Memory is bounded
+    by `cells`: batches of resamples draw the very indices resample_indices draws (the generator's draws are
+    sequential), so the figures do not depend on it."""
     p, r = _as_groups(precision), _as_groups(recall)
     if p.shape != r.shape:
         raise ValueError(f"precision {p.shape} and recall {r.shape} differ in shape")
     f, mp, mr = (float(x[0]) for x in _scores(p, r, None))
-    bf, bp, br = _scores(p, r, resample_indices(p.shape[0], resamples=resamples, seed=seed))
+    n, groups = p.shape
+    if n == 0:
+        raise ValueError("nothing to resample: n must be positive")
+    rng = np.random.default_rng(seed)
+    batch = max(1, cells // (n * groups))
+    drawn: list[list[np.ndarray]] = [[], [], []]
+    for start in range(0, resamples, batch):
+        idx = rng.integers(0, n, size=(min(batch, resamples - start), n))
+        for column, values in zip(drawn, _scores(p, r, idx)):
+            column.append(values)
+    bf, bp, br = (np.concatenate(column) for column in drawn)
     return {"precision": mp, "recall": mr, "f": f, "n": int(p.shape[0]),
             "ci": {"precision": _interval(bp, confidence), "recall": _interval(br, confidence),
                    "f": _interval(bf, confidence)}}

@@ -32,8 +32,9 @@ figure `python -m ml.evaluate` prints), else the vocabulary's term level.
 Cost: everything streams the project in keyset chunks of CHUNK clips (values_list, no model objects); only
 per-clip floats and each agreement unit's sets are kept. The costly parts on a big project are the verdict
 subqueries of verified_labels over the selected clips, the per-clip scoring (a Python call per clip, model
-version and level), the 1,000-resample bootstrap (memory bounded by BOOTSTRAP_CELLS), and alpha's expected
-disagreement, quadratic in the number of DISTINCT label sets (numpy above FAST_ALPHA_ABOVE of them). Measured
+version and level), the 1,000-resample bootstrap (ml.scoring_bootstrap bounds its memory), and alpha's expected
+disagreement, quadratic in the number of DISTINCT label sets (ml.metrics sums it with numpy when there are
+many). Measured
 on 20,000 clips (40,000 submitted annotations, 3,311 distinct sets, 4 model versions): agreement 4 s, models
 7 s (21 s with the wheel), labels 0.5 s. So the dashboard stores them from a beat job.
 """
@@ -45,7 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import combinations
 
-from ml.metrics import jaccard, krippendorff_alpha_masi
+from ml.metrics import jaccard, krippendorff_alpha_binary, krippendorff_alpha_masi
 from ml.vocabulary import UNASSIGNED, Vocabulary, normalise
 
 from .. import selectors
@@ -105,56 +106,7 @@ def _alpha(values: Sequence[Sequence[frozenset]]) -> float | None:
     """Krippendorff's alpha with MASI distance, or None where no unit has two codings."""
     if not any(len(unit) >= 2 for unit in values):
         return None
-    if len({v for unit in values for v in unit}) <= FAST_ALPHA_ABOVE:
-        return krippendorff_alpha_masi(values)
-    return masi_alpha_vectorised(values)
-
-
-# ml.metrics computes alpha's expected disagreement over every pair of DISTINCT label sets in Python: 17 s for
-# 5,000 clips with 1,854 distinct sets. Above this many distinct sets the same sum is taken with numpy.
-FAST_ALPHA_ABOVE = 200
-_BLOCK_CELLS = 2_000_000  # cells of the pairwise matrix at a time (16 MB per float64 temporary)
-
-
-def masi_alpha_vectorised(units: Sequence[Sequence[Iterable[str]]]) -> float:
-    """ml.metrics.krippendorff_alpha_masi, the same figure (up to float summation order), with the expected
-    disagreement summed blockwise in numpy: |x & y| of every pair of distinct sets by a matrix product, then
-    MASI's 1 - J * M from the sizes (M = 0.67 when one contains the other, 0.33 when they overlap, else 0)."""
-    import numpy as np
-
-    from ml.metrics import masi_distance
-
-    pairable = [[frozenset(v) for v in unit] for unit in units if len(unit) >= 2]
-    n = sum(len(unit) for unit in pairable)
-    if not n:
-        raise ValueError("no unit has two or more codings")
-    observed = sum(sum(masi_distance(x, y) for i, x in enumerate(unit) for j, y in enumerate(unit) if i != j)
-                   / (len(unit) - 1) for unit in pairable) / n
-    if observed == 0:
-        return 1.0
-    counts = Counter(v for unit in pairable for v in unit)
-    sets = list(counts)
-    terms = {t: i for i, t in enumerate(sorted({t for s in sets for t in s}))}
-    member = np.zeros((len(sets), max(len(terms), 1)), dtype=np.float32)  # small counts: exact in float32
-    for row, s in enumerate(sets):
-        member[row, [terms[t] for t in s]] = 1.0
-    size = member.sum(axis=1, dtype=np.float64)
-    weight = np.array([counts[s] for s in sets], dtype=np.float64)
-    expected = 0.0
-    rows_per_block = max(1, _BLOCK_CELLS // len(sets))
-    for start in range(0, len(sets), rows_per_block):
-        block = slice(start, start + rows_per_block)
-        inter = (member[block] @ member.T).astype(np.float64)  # (B, V): |x & y|
-        sx, sy = size[block, None], size[None, :]
-        union = sx + sy - inter
-        jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        mono = np.where((inter == sx) | (inter == sy), 0.67, np.where(inter > 0, 0.33, 0.0))
-        distance = 1.0 - jac * mono
-        rows = np.arange(distance.shape[0])
-        distance[rows, start + rows] = 0.0  # a set with itself: not a pair of different values
-        expected += float((weight[block, None] * weight[None, :] * distance).sum())
-    expected /= n * (n - 1)
-    return 1.0 - observed / expected
+    return krippendorff_alpha_masi(values)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -189,23 +141,6 @@ def annotator_agreement(units: Sequence[Unit], names: Mapping[int, str] | None =
     return sorted(out, key=lambda row: (row["annotator"], row["annotator_id"]))
 
 
-def binary_alpha(units: Iterable[tuple[int, int]], values: int) -> float | None:
-    """Krippendorff's alpha with nominal distance on a present/absent value, from counts: `units` gives (coders,
-    coders with the value present) for every unit where someone has it present, `values` the number of
-    pairable values over ALL units. The same figure as ml.metrics.krippendorff_alpha with a 0/1 distance,
-    without a Python loop over the units where nobody has it:
-    D_o = sum over units of 2 k (m - k) / (m - 1), over n; D_e = 2 P (n - P) / (n (n - 1))."""
-    if values < 2:
-        return None
-    units = list(units)
-    observed = sum(2 * k * (m - k) / (m - 1) for m, k in units) / values
-    if observed == 0:
-        return 1.0
-    present = sum(k for _, k in units)
-    expected = 2 * present * (values - present) / (values * (values - 1))
-    return 1.0 - observed / expected
-
-
 def family_agreement(units: Sequence[Unit], vocabulary: Vocabulary) -> list[dict]:
     """Per emotion family used in at least one unit: [{"family", "alpha", "jaccard", "n", "used"}], sorted by
     family (see the module's definition)."""
@@ -220,7 +155,7 @@ def family_agreement(units: Sequence[Unit], vocabulary: Vocabulary) -> list[dict
         for family, sets in grouped.items():
             used[family].append([frozenset(t) for t in sets])
     return [{"family": family,
-             "alpha": binary_alpha(((len(sets), sum(1 for t in sets if t)) for sets in used[family]), values),
+             "alpha": krippendorff_alpha_binary(((len(sets), sum(1 for t in sets if t)) for sets in used[family]), values),
              "jaccard": _mean([_pairwise_jaccard(sets) for sets in used[family]]), "n": len(units),
              "used": len(used[family])}
             for family in sorted(used)]
@@ -295,7 +230,7 @@ def model_quality(project: Project, *, split: str = "test", wheel=None, vocabula
     predictions name their model, else the version's first prediction on these clips: the time axis."""
     import numpy as np
 
-    from ml.scoring_bootstrap import vocabulary_pairs, wheel_pairs
+    from ml.scoring_bootstrap import score_interval, vocabulary_pairs, wheel_pairs
 
     vocabulary = vocabulary or project_vocabulary(project)
     # Per (backend, version): per-clip (precision, recall) arrays appended chunk by chunk, so that only floats
@@ -329,7 +264,8 @@ def model_quality(project: Project, *, split: str = "test", wheel=None, vocabula
         def interval(name):
             p = np.concatenate([chunk_p for chunk_p, _ in scored[name]])
             r = np.concatenate([chunk_r for _, chunk_r in scored[name]])
-            return score_interval_bounded(p, r)
+            return score_interval(p, r, resamples=evaluation.RESAMPLES, seed=evaluation.SEED,
+                                  confidence=evaluation.CONFIDENCE)
 
         vocabulary_figures = {level: interval(level) for level in evaluation.LEVELS}
         wheel_figures = interval("wheel") if wheel is not None else None
@@ -343,38 +279,6 @@ def model_quality(project: Project, *, split: str = "test", wheel=None, vocabula
         entry["at"] = entry["registered_at"] or entry["first_prediction_at"]
         out.append(entry)
     return sorted(out, key=lambda e: (e["at"], e["backend"], e["model_version"]))
-
-
-# score_interval draws all resamples at once: (resamples, clips, wheels) arrays, 4 GB each at 100,000 test clips
-# with the wheel. Above this many cells the same draws are taken and scored in batches of resamples.
-BOOTSTRAP_CELLS = 5_000_000
-
-
-def score_interval_bounded(precision, recall, *, cells: int = BOOTSTRAP_CELLS) -> dict:
-    """ml.scoring_bootstrap.score_interval with the options of services.evaluation, the same figures and
-    intervals (the generator's draws are sequential, so batches of resamples draw the same indices), with
-    memory bounded by `cells`."""
-    import numpy as np
-
-    from ml import scoring_bootstrap as sb
-
-    opts = {"resamples": evaluation.RESAMPLES, "seed": evaluation.SEED, "confidence": evaluation.CONFIDENCE}
-    p, r = sb._as_groups(precision), sb._as_groups(recall)
-    n, groups = p.shape
-    if n * groups * opts["resamples"] <= cells or n == 0 or p.shape != r.shape:
-        return sb.score_interval(p, r, **opts)
-    rng = np.random.default_rng(opts["seed"])  # as sb.resample_indices draws them
-    batch = max(1, cells // (n * groups))
-    drawn = [[], [], []]
-    for start in range(0, opts["resamples"], batch):
-        idx = rng.integers(0, n, size=(min(batch, opts["resamples"] - start), n))
-        for column, values in zip(drawn, sb._scores(p, r, idx)):
-            column.append(values)
-    bf, bp, br = (np.concatenate(column) for column in drawn)
-    f, mp, mr = (float(x[0]) for x in sb._scores(p, r, None))
-    return {"precision": mp, "recall": mr, "f": f, "n": int(n),
-            "ci": {"precision": sb._interval(bp, opts["confidence"]), "recall": sb._interval(br, opts["confidence"]),
-                   "f": sb._interval(bf, opts["confidence"])}}
 
 
 # --- everything, for the report and the dashboard ------------------------------------------------------------

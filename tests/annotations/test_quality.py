@@ -235,47 +235,8 @@ def test_an_erased_clip_is_not_counted(project, scored, people):
 
 
 # --- the large-project paths give the same figures ----------------------------------------------------------------
-def test_the_vectorised_alpha_is_ml_metrics_alpha():
-    import random
-
-    from ml.metrics import krippendorff_alpha_masi
-
-    rng = random.Random(3)
-    words = [f"w{i}" for i in range(12)]
-    # Units of 2-4 coders whose sets share, contain or miss each other, some empty: every MASI case.
-    units = [[frozenset(rng.sample(words, rng.choice([0, 1, 1, 2, 3]))) for _ in range(rng.choice([2, 2, 3, 4]))]
-             for _ in range(400)]
-    assert quality.masi_alpha_vectorised(units) == pytest.approx(krippendorff_alpha_masi(units), abs=1e-12)
-    assert quality.masi_alpha_vectorised([[frozenset({"a"}), frozenset({"a"})]]) == 1.0
-
-
 def test_the_fast_path_reproduces_the_hand_computed_figures(project, agreement_clips, monkeypatch):
-    monkeypatch.setattr(quality, "FAST_ALPHA_ABOVE", 0)
+    import ml.metrics
+
+    monkeypatch.setattr(ml.metrics, "FAST_ALPHA_ABOVE", 0)
     assert quality.project_agreement(project)["alpha"] == pytest.approx(PROJECT_ALPHA, abs=1e-12)
-
-
-def test_the_bounded_bootstrap_is_score_interval():
-    import numpy as np
-
-    from ml.scoring_bootstrap import score_interval
-
-    rng = np.random.default_rng(5)
-    p, r = rng.random((300, 5)), rng.random((300, 5))
-    p[rng.random((300, 5)) < 0.1] = np.nan  # clips a wheel skips
-    r[np.isnan(p)] = np.nan
-    # 300 clips x 5 wheels x 1000 resamples in batches of 13 resamples: the same draws, the same figures.
-    assert quality.score_interval_bounded(p, r, cells=300 * 5 * 13) == score_interval(p, r)
-    assert quality.score_interval_bounded(p[:, 0], r[:, 0], cells=1) == score_interval(p[:, 0], r[:, 0])
-
-
-def test_the_family_alpha_from_counts_is_ml_metrics_nominal_alpha():
-    import random
-
-    from ml.metrics import krippendorff_alpha
-
-    rng = random.Random(4)
-    units = [[rng.random() < 0.3 for _ in range(rng.choice([2, 3, 4]))] for _ in range(300)]
-    coded = [[frozenset({"x"}) if present else frozenset() for present in unit] for unit in units]
-    expected = krippendorff_alpha(coded, lambda a, b: 0.0 if a == b else 1.0)
-    counts = [(len(unit), sum(unit)) for unit in units if any(unit)]
-    assert quality.binary_alpha(counts, sum(map(len, units))) == pytest.approx(expected, abs=1e-12)

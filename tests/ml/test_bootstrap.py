@@ -98,3 +98,17 @@ def test_per_wheel_pairs_reproduce_the_wheel_metric():
     out = score_interval(p, r, resamples=50)
     assert (out["f"], out["precision"], out["recall"]) == pytest.approx(
         (expected.f, expected.precision, expected.recall))
+
+
+def test_a_bounded_bootstrap_gives_the_same_figures():
+    import numpy as np
+
+    from ml.scoring_bootstrap import score_interval
+
+    rng = np.random.default_rng(5)
+    p, r = rng.random((300, 5)), rng.random((300, 5))
+    p[rng.random((300, 5)) < 0.1] = np.nan  # clips a wheel skips
+    r[np.isnan(p)] = np.nan
+    # 300 clips x 5 wheels x 1000 resamples in batches of 13 resamples: the same draws, the same figures.
+    assert score_interval(p, r, cells=300 * 5 * 13) == score_interval(p, r)
+    assert score_interval(p[:, 0], r[:, 0], cells=1) == score_interval(p[:, 0], r[:, 0])

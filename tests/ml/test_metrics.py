@@ -212,3 +212,29 @@ def test_alpha_needs_a_pairable_unit():
     with pytest.raises(ValueError):
         krippendorff_alpha_masi([[{"a"}], []])
 
+
+def test_the_vectorised_masi_alpha_is_the_plain_one():
+    import random
+
+    from ml.metrics import krippendorff_alpha, masi_alpha_vectorised, masi_distance
+
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(12)]
+    # Units of 2-4 coders whose sets share, contain or miss each other, some empty: every MASI case.
+    units = [[frozenset(rng.sample(words, rng.choice([0, 1, 1, 2, 3]))) for _ in range(rng.choice([2, 2, 3, 4]))]
+             for _ in range(400)]
+    assert masi_alpha_vectorised(units) == pytest.approx(krippendorff_alpha(units, masi_distance), abs=1e-12)
+    assert masi_alpha_vectorised([[frozenset({"a"}), frozenset({"a"})]]) == 1.0
+
+
+def test_the_binary_alpha_from_counts_is_the_nominal_alpha():
+    import random
+
+    from ml.metrics import krippendorff_alpha, krippendorff_alpha_binary
+
+    rng = random.Random(4)
+    units = [[rng.random() < 0.3 for _ in range(rng.choice([2, 3, 4]))] for _ in range(300)]
+    coded = [[frozenset({"x"}) if present else frozenset() for present in unit] for unit in units]
+    expected = krippendorff_alpha(coded, lambda a, b: 0.0 if a == b else 1.0)
+    counts = [(len(unit), sum(unit)) for unit in units if any(unit)]
+    assert krippendorff_alpha_binary(counts, sum(map(len, units))) == pytest.approx(expected, abs=1e-12)
