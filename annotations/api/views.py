@@ -401,13 +401,21 @@ class Vocabulary(generics.ListAPIView):
                          "family": row.family, "pending": row.flagged}, status=status.HTTP_201_CREATED)
 
 
-# --- model versions ---------------------------------------------------------------------------------------
-class ModelVersions(generics.ListAPIView):
-    serializer_class = s.ModelVersionSerializer
+class _ManagerList(generics.ListAPIView):
+    """Managers only: one project's rows of `model` (reached from it through `project_field`), newest first."""
+
+    model = None
+    project_field = "project"
 
     def get_queryset(self):
         project = perms.project(self.request, self.kwargs["slug"], Role.MANAGER)
-        return ModelVersion.objects.filter(project=project).order_by("-created_at", "-id")
+        return self.model.objects.filter(**{self.project_field: project}).order_by("-created_at", "-id")
+
+
+# --- model versions ---------------------------------------------------------------------------------------
+class ModelVersions(_ManagerList):
+    serializer_class = s.ModelVersionSerializer
+    model = ModelVersion
 
 
 class ModelVersionDetail(APIView):
@@ -417,12 +425,9 @@ class ModelVersionDetail(APIView):
 
 
 # --- training runs ----------------------------------------------------------------------------------------
-class TrainingRuns(generics.ListAPIView):
+class TrainingRuns(_ManagerList):
     serializer_class = s.TrainingRunSerializer
-
-    def get_queryset(self):
-        project = perms.project(self.request, self.kwargs["slug"], Role.MANAGER)
-        return TrainingRun.objects.filter(project=project).order_by("-created_at", "-id")
+    model = TrainingRun
 
     @extend_schema(request=s.TrainingStartSerializer, responses={201: s.TrainingRunSerializer,
                                                                  400: s.ErrorSerializer},
@@ -463,12 +468,9 @@ class TrainingRunCancel(APIView):
 
 
 # --- snapshots --------------------------------------------------------------------------------------------
-class Snapshots(generics.ListAPIView):
+class Snapshots(_ManagerList):
     serializer_class = s.SnapshotSerializer
-
-    def get_queryset(self):
-        project = perms.project(self.request, self.kwargs["slug"], Role.MANAGER)
-        return DatasetSnapshot.objects.filter(project=project).order_by("-created_at", "-id")
+    model = DatasetSnapshot
 
     @extend_schema(request=s.FreezeSerializer, responses={201: s.SnapshotSerializer, 200: s.SnapshotSerializer,
                                                           400: s.ErrorSerializer},
@@ -494,12 +496,10 @@ class SnapshotDetail(APIView):
 
 
 # --- exports ----------------------------------------------------------------------------------------------
-class Exports(generics.ListAPIView):
+class Exports(_ManagerList):
     serializer_class = s.ExportSerializer
-
-    def get_queryset(self):
-        project = perms.project(self.request, self.kwargs["slug"], Role.MANAGER)
-        return Export.objects.filter(snapshot__project=project).order_by("-created_at", "-id")
+    model = Export
+    project_field = "snapshot__project"
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "request": self.request}
