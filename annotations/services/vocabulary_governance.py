@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count, Q, TextField
 from django.db.models.functions import Cast
+from rapidfuzz.distance import Levenshtein
 
 from ml.vocabulary import FAMILIES, UNASSIGNED, VALENCES, Vocabulary, VocabularyError, normalise
 
@@ -525,24 +526,10 @@ def stem(word: str) -> str:
         word = word[: -len(suffix)]
 
 
-def edit_distance(a: str, b: str, cap: int = 3) -> int:
-    """Levenshtein distance, stopping early once it passes `cap`."""
-    if abs(len(a) - len(b)) > cap:
-        return cap + 1
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        if min(current) > cap:
-            return cap + 1
-        previous = current
-    return previous[-1]
-
-
 def _typo(a: str, b: str) -> bool:
     shortest = min(len(a), len(b))
-    return shortest >= 5 and edit_distance(a, b, 2) <= (1 if shortest < 8 else 2)
+    # Levenshtein with a cutoff: anything over 2 edits is never a typo, so rapidfuzz may stop there.
+    return shortest >= 5 and Levenshtein.distance(a, b, score_cutoff=2) <= (1 if shortest < 8 else 2)
 
 
 def suggestions(project: Project, *, wheel=None, limit: int = 100, min_clips: int = 2) -> list[Suggestion]:
