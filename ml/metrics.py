@@ -351,55 +351,8 @@ def krippendorff_alpha(units: Sequence[Sequence[Iterable[str]]],
 
 
 def krippendorff_alpha_masi(units: Sequence[Sequence[Iterable[str]]]) -> float:
-    if len({frozenset(v) for unit in units if len(unit) >= 2 for v in unit}) <= FAST_ALPHA_ABOVE:
-        return krippendorff_alpha(units, masi_distance)
-    return masi_alpha_vectorised(units)
-
-
-# krippendorff_alpha sums the expected disagreement over every pair of DISTINCT label sets in Python: 17 s
-# for 5,000 clips with 1,854 distinct sets. Above this many distinct sets the MASI alpha takes the same sum
-# with numpy.
-FAST_ALPHA_ABOVE = 200
-_BLOCK_CELLS = 2_000_000  # cells of the pairwise matrix at a time (16 MB per float64 temporary)
-
-
-def masi_alpha_vectorised(units: Sequence[Sequence[Iterable[str]]]) -> float:
-    """krippendorff_alpha(units, masi_distance), the same figure (up to float summation order), with the expected
-    disagreement summed blockwise in numpy: |x & y| of every pair of distinct sets by a matrix product, then
-    MASI's 1 - J * M from the sizes (M = 0.67 when one contains the other, 0.33 when they overlap, else 0)."""
-    import numpy as np  # here: the web process imports this module for its set metrics
-
-    pairable = [[frozenset(v) for v in unit] for unit in units if len(unit) >= 2]
-    n = sum(len(unit) for unit in pairable)
-    if not n:
-        raise ValueError("no unit has two or more codings")
-    observed = sum(sum(masi_distance(x, y) for i, x in enumerate(unit) for j, y in enumerate(unit) if i != j)
-                   / (len(unit) - 1) for unit in pairable) / n
-    if observed == 0:
-        return 1.0
-    counts = Counter(v for unit in pairable for v in unit)
-    sets = list(counts)
-    terms = {t: i for i, t in enumerate(sorted({t for s in sets for t in s}))}
-    member = np.zeros((len(sets), max(len(terms), 1)), dtype=np.float32)  # small counts: exact in float32
-    for row, s in enumerate(sets):
-        member[row, [terms[t] for t in s]] = 1.0
-    size = member.sum(axis=1, dtype=np.float64)
-    weight = np.array([counts[s] for s in sets], dtype=np.float64)
-    expected = 0.0
-    rows_per_block = max(1, _BLOCK_CELLS // len(sets))
-    for start in range(0, len(sets), rows_per_block):
-        block = slice(start, start + rows_per_block)
-        inter = (member[block] @ member.T).astype(np.float64)  # (B, V): |x & y|
-        sx, sy = size[block, None], size[None, :]
-        union = sx + sy - inter
-        jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        mono = np.where((inter == sx) | (inter == sy), 0.67, np.where(inter > 0, 0.33, 0.0))
-        distance = 1.0 - jac * mono
-        rows = np.arange(distance.shape[0])
-        distance[rows, start + rows] = 0.0  # a set with itself: not a pair of different values
-        expected += float((weight[block, None] * weight[None, :] * distance).sum())
-    expected /= n * (n - 1)
-    return 1.0 - observed / expected
+    """Pure Python, as the web side may use it; ml.agreement sums the same with numpy for many label sets."""
+    return krippendorff_alpha(units, masi_distance)
 
 
 def krippendorff_alpha_binary(units: Iterable[tuple[int, int]], values: int) -> float | None:

@@ -236,7 +236,5 @@ def test_an_erased_clip_is_not_counted(project, scored, people):
 
 # --- the large-project paths give the same figures ----------------------------------------------------------------
 def test_the_fast_path_reproduces_the_hand_computed_figures(project, agreement_clips, monkeypatch):
-    import ml.metrics
-
-    monkeypatch.setattr(ml.metrics, "FAST_ALPHA_ABOVE", 0)
+    monkeypatch.setattr(quality, "FAST_ALPHA_ABOVE", 0)
     assert quality.project_agreement(project)["alpha"] == pytest.approx(PROJECT_ALPHA, abs=1e-12)

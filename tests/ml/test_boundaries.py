@@ -19,7 +19,8 @@ NOT_AT_IMPORT = ML_STACK | {"django", "sentence_transformers", "openpyxl"}
 # The only modules that may import the ML stack when imported: they run in workers, tests and benchmarks.
 HEAVY_MODULES = {"ml.video", "ml.backends.internvl", "ml.backends.affectgpt", "ml.testing.tiny_internvl",
                  "ml.testing.tiny_affectgpt", "ml.testing.random_internvl",
-                 "ml.scoring_bootstrap"}  # numpy; the evaluation imports it on the worker, inside a function
+                 "ml.scoring_bootstrap",  # numpy; the evaluation imports it on the worker, inside a function
+                 "ml.agreement"}  # numpy; services.quality imports it inside a function, for big projects
 # What the web side may use (README: they import no torch): not even lazily, inside a function.
 WEB_SIDE = {"ml.types", "ml.labels", "ml.vocabulary", "ml.metrics", "ml.fusion", "ml.scoring", "ml.prompts",
             "ml.evaluate", "ml.versions", "ml.active"}

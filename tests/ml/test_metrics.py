@@ -216,7 +216,8 @@ def test_alpha_needs_a_pairable_unit():
 def test_the_vectorised_masi_alpha_is_the_plain_one():
     import random
 
-    from ml.metrics import krippendorff_alpha, masi_alpha_vectorised, masi_distance
+    from ml.agreement import masi_alpha_vectorised
+    from ml.metrics import krippendorff_alpha, masi_distance
 
     rng = random.Random(3)
     words = [f"w{i}" for i in range(12)]
