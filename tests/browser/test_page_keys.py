@@ -265,6 +265,35 @@ def test_an_unknown_word_is_still_proposed_from_the_clip_page(embedded_platform,
     expect(page.locator("#save-status")).to_have_text("Saved", timeout=10_000)
 
 
+def test_the_next_word_keeps_its_suggestions_after_escape(embedded_platform, keys_project, page):
+    """Escape, then `+` and the next word at once: the first word's late blur-close must not wipe the second
+    word's answer (it did when the vocabulary answered inside that 150 ms, and the list stayed empty)."""
+    from playwright.sync_api import expect
+
+    platform = embedded_platform
+    log_in(page, platform, keys_project["users"]["ben"])
+    page.clock.install()
+    page.goto(f"{platform.url}/clips/{keys_project['backoff']}/?take=1")
+    expect(page.locator("#labels")).to_be_attached()
+    # From here the debounce and the blur-close run only when the test moves the clock.
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    suggestions = page.locator("#suggestions li")
+    page.locator("body").press("+")
+    page.keyboard.type("calm")
+    page.clock.run_for(200)
+    expect(suggestions.first).to_contain_text("calm")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")  # leaves the box: its close is due 150 ms later
+    page.locator("body").press("+")
+    page.keyboard.type("anxious")
+    page.clock.run_for(130)  # the debounce (120 ms) asks; the old close is not due yet
+    expect(suggestions.first).to_contain_text("anxious")
+    page.clock.run_for(100)  # now it is
+    page.wait_for_timeout(200)
+    expect(suggestions.first).to_contain_text("anxious")
+    expect(page.locator("#suggestions")).to_be_visible()
+
+
 # --- the review lease -------------------------------------------------------------------------------------
 def test_the_review_heartbeat_follows_the_lease_and_reports_a_lost_one(embedded_platform, keys_project, page):
     from playwright.sync_api import expect

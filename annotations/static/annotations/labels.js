@@ -113,7 +113,9 @@
         input.blur();
       }
     });
-    input.addEventListener("blur", () => setTimeout(close, 150));
+    // Late enough for a click on a suggestion to land; skipped when the box has been focused again
+    // meanwhile (`+` right after Escape), or it would wipe the new word's suggestions.
+    input.addEventListener("blur", () => setTimeout(() => { if (document.activeElement !== input) close(); }, 150));
     return { clear, close };
   }
 
