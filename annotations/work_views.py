@@ -372,9 +372,13 @@ def _review_decision(request, clip):
 @require_GET
 def clip_history(request, clip_id):
     clip = selectors.clip_for(request.user, clip_id)
-    # Annotators label independently: others' labels and verdicts only after their own submit.
-    if not selectors.has_role(request.user, clip.project, Role.REVIEWER) and not Annotation.objects.filter(
-            clip=clip, annotator=request.user, status=Annotation.Status.SUBMITTED).exists():
+    # Annotators label independently: others' labels and verdicts only after their own submit, which on a gold
+    # item is their submitted gold answer (shown to them as the feedback it then is).
+    answer = gold.answer_for(request.user, clip)
+    answer = answer if answer is not None and answer.status == GoldAnswer.Status.SUBMITTED else None
+    if answer is None and not selectors.has_role(request.user, clip.project, Role.REVIEWER) and not (
+            Annotation.objects.filter(clip=clip, annotator=request.user,
+                                      status=Annotation.Status.SUBMITTED).exists()):
         raise Http404("No history to show yet")
     manager = selectors.has_role(request.user, clip.project, Role.MANAGER)
     return render(request, "annotations/clip_history.html", {
@@ -382,7 +386,7 @@ def clip_history(request, clip_id):
         "leases": queue.live(ClipLease.objects.filter(clip=clip)).select_related("user").order_by("kind", "pk"),
         "targets": ({k: queue.reassign_targets(clip.project, k) for k in (queue.ANNOTATE, queue.REVIEW)}
                     if manager else {}),
-        "gold": gold.is_gold(clip) if manager else False,
+        "gold": gold.is_gold(clip) if manager else False, "gold_answer": answer,
     })
 
 

@@ -21,7 +21,18 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import selectors
-from ..models import ROLE_RANK, Annotation, Clip, ClipLease, ClipSkip, Membership, Project, Review, Role
+from ..models import (
+    ROLE_RANK,
+    Annotation,
+    Clip,
+    ClipLease,
+    ClipSkip,
+    GoldAnswer,
+    Membership,
+    Project,
+    Review,
+    Role,
+)
 from ..project_config import project_config
 from . import audit
 
@@ -393,10 +404,21 @@ def skip(user, clip: Clip, reason: str) -> ClipSkip:
     return skipped
 
 
-def recent_work(user, project: Project, limit: int = 50) -> QuerySet[Annotation]:
-    """The user's own annotations in the project, most recently touched first."""
-    return (Annotation.objects.filter(annotator=user, clip__project=project).select_related("clip")
-            .order_by("-updated_at")[:limit])
+def recent_work(user, project: Project, limit: int = 50) -> list[Annotation]:
+    """The user's own annotations in the project, most recently touched first. Their gold answers
+    (services.gold) are among them as unsaved Annotations of the same shape: a gold item must not give itself
+    away by missing from this list once answered."""
+    rows = list(Annotation.objects.filter(annotator=user, clip__project=project).select_related("clip")
+                .order_by("-updated_at")[:limit])
+    answers = (GoldAnswer.objects.filter(annotator=user, gold__project=project)
+               .exclude(status=GoldAnswer.Status.SKIPPED).select_related("gold__clip").order_by("-updated_at"))
+    for answer in answers[:limit]:
+        status = (Annotation.Status.DRAFT if answer.status == GoldAnswer.Status.OPEN
+                  else Annotation.Status.SUBMITTED)
+        rows.append(Annotation(clip=answer.gold.clip, annotator=user, labels=answer.labels, status=status,
+                               version=answer.version, updated_at=answer.updated_at))
+    rows.sort(key=lambda row: row.updated_at, reverse=True)
+    return rows[:limit]
 
 
 def queue_counts(user, project: Project) -> dict[str, int]:

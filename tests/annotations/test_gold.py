@@ -321,6 +321,42 @@ def test_the_annotate_page_of_a_gold_item_looks_like_any_other(client, project, 
     assert after.status_code == 200 and not data(after)["editable"]
 
 
+def test_an_answered_gold_item_is_in_recent_work_and_its_history_gives_feedback(client, project, people):
+    """Before the submit, the work page and the history read as for any draft (listed; no history yet). After
+    it, the clip stays in "My recent clips" like any submitted one, and its history tells the annotator it was
+    a quality check, with their answer beside the verified labels."""
+    clip = verified_clip(project, people, 1, ["calm", "relieved"])
+    gold.mark(clip, actor=people["maria"])
+    mine = ready_clip(project, 2, priority=1.0)
+    submit(people["alice"], mine, ["sad"])
+    serve_gold_to(people["alice"], project, clip)
+    client.force_login(people["alice"])
+    work = reverse("annotations:work", args=[project.slug])
+    history = reverse("annotations:clip-history", args=[clip.pk])
+
+    post_json(client, reverse("annotations:clip-draft", args=[clip.pk]), {"labels": ["calm"], "version": 1})
+    recent = [(row.clip_id, row.status) for row in client.get(work).context["recent"]]
+    assert recent == [(clip.pk, "draft"), (mine.pk, "submitted")]
+    assert client.get(history).status_code == 404
+
+    done = post_json(client, reverse("annotations:clip-submit", args=[clip.pk]),
+                     {"labels": ["calm", "anxious"], "version": 2, "key": "k"})
+    assert done.status_code == 200
+    page = client.get(work)
+    assert [(row.clip_id, row.status) for row in page.context["recent"]] == [
+        (clip.pk, "submitted"), (mine.pk, "submitted")]
+    assert page.content.decode().count(history) == 1
+    feedback = client.get(history)
+    assert feedback.status_code == 200
+    text = feedback.content.decode()
+    assert "This clip was a quality check" in text
+    section = text[text.index('id="gold-feedback"'):text.index("</section>", text.index('id="gold-feedback"'))]
+    assert "anxious" in section and "relieved" in section
+    # Bob, whose submit verified it, sees its history as before, without the feedback.
+    client.force_login(people["bob"])
+    assert b"quality check" not in client.get(history).content
+
+
 def test_skipping_a_gold_item_closes_it_unscored(client, project, people):
     clip = verified_clip(project, people, 1, ["calm"])
     gold.mark(clip, actor=people["maria"])
