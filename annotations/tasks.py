@@ -12,6 +12,7 @@ from .models import Project
 from .services import (
     captions,
     clip_index,
+    gold,
     ingest,
     maintenance,
     prelabel,
@@ -80,9 +81,14 @@ def enqueue_prelabel(project_id: int | None = None) -> int:
 
 @shared_task(name=dispatch.REINDEX_PROJECT, acks_late=True)
 def reindex_project(project_id: int, terms: list[str] | None = None, after: int = 0) -> int:
-    """After a vocabulary change: the clip index stores resolved terms and families."""
+    """After a vocabulary change: the clip index stores resolved terms and families, and the gold answers
+    their scores over canonical terms (once, on the rebuild's first slice)."""
     project = Project.objects.filter(pk=project_id).first()
-    return clip_index.reindex_project(project, terms, after=after) if project is not None else 0
+    if project is None:
+        return 0
+    if after == 0:
+        gold.rescore(project, terms)
+    return clip_index.reindex_project(project, terms, after=after)
 
 
 @shared_task(name=dispatch.RESPLIT, acks_late=True)

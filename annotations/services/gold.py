@@ -7,8 +7,8 @@ which ones they are. Serving creates the annotator's GoldAnswer (one per gold cl
 twice) and an ordinary annotate lease, so a reload resumes it and the page's heartbeat works as usual.
 
 A gold answer lives in its own table, never as an Annotation: it cannot change the clip's verification, and
-agreement, snapshots, exports and training (which read Annotation) never see it. It is scored on submit
-(`score`) as a set over canonical terms of the project vocabulary, so synonyms count; a label that matches
+agreement, snapshots, exports and training (which read Annotation) never see it. It is scored on submit,
+and again after each vocabulary change (`rescore`), as a set over canonical terms of the project vocabulary, so synonyms count; a label that matches
 only a gold term's emotion family earns half credit in `score`. Per-annotator accuracy over time is
 `gold_accuracy(project)`; an annotator below `config.gold.accuracy_floor` (over at least
 `config.gold.min_answers` answers) is flagged, and a manager can send their work to review
@@ -338,7 +338,7 @@ def submit(answer: GoldAnswer, *, labels, base_version: int, idempotency_key: st
         clip = current.gold.clip
         current.labels = annotating.label_sources(clip, labels)
         for name, value in score(current.labels, current.gold.labels, project_vocabulary(clip.project),
-                                 wheel=configured_wheel()).items():
+                                 wheel=configured_wheel()).items():  # again on each vocabulary change: rescore
             setattr(current, name, round(value, 6))
         current.status = GoldAnswer.Status.SUBMITTED
         current.version += 1
@@ -350,6 +350,37 @@ def submit(answer: GoldAnswer, *, labels, base_version: int, idempotency_key: st
                      changes={"gold": current.gold_id, "clip": clip.pk,
                               **audit.labels_summary(current.labels)})
     return current
+
+
+SCORES = ("precision", "recall", "f", "family_f", "score")
+
+
+def rescore(project: Project, terms=None) -> int:
+    """Score the project's submitted answers again after its vocabulary changed, as the dashboard's counts are
+    (labels resolve when read): after "irritated" is merged into "annoyed", an earlier "irritated" for
+    "annoyed" is a match. With `terms`, only the answers whose words or gold words include one of them (the
+    only ones whose score can move). Writes only the scores that changed, and not updated_at (the answer was
+    not touched). Returns how many answers changed."""
+    from ml.vocabulary import normalise
+
+    from .vocabulary import project_vocabulary
+
+    keys = None if terms is None else {normalise(t) for t in terms}
+    vocab, wheel = project_vocabulary(project), configured_wheel()
+    changed = []
+    answers = (GoldAnswer.objects.filter(gold__project=project, status=GoldAnswer.Status.SUBMITTED)
+               .select_related("gold").only("labels", "gold__labels", *SCORES).order_by("pk"))
+    for answer in answers.iterator(chunk_size=500):
+        if keys is not None and not keys & {normalise(w) for w in _words(answer.labels) + _words(answer.gold.labels)}:
+            continue
+        new = {name: round(value, 6) for name, value in score(answer.labels, answer.gold.labels, vocab,
+                                                              wheel=wheel).items()}
+        if any(getattr(answer, name) != value for name, value in new.items()):
+            for name, value in new.items():
+                setattr(answer, name, value)
+            changed.append(answer)
+    GoldAnswer.objects.bulk_update(changed, SCORES, batch_size=500)
+    return len(changed)
 
 
 def skip(answer: GoldAnswer, reason: str) -> None:

@@ -385,6 +385,31 @@ def test_outsiders_get_404(client, project, people, outsider):
     assert gold.is_gold(clip)
 
 
+def test_a_vocabulary_merge_rescores_earlier_answers(project, people, django_capture_on_commit_callbacks):
+    """Labels resolve when read, so a merge moves the gold scores as it moves the dashboard's counts: after
+    "irritated" is merged into "annoyed", Alice's earlier "irritated" for "annoyed" is a match. Carol's answer,
+    which uses neither word, is not rewritten; no answer's updated_at moves."""
+    from annotations.services import vocabulary_governance as governance
+
+    answered(project, people, people["alice"], [(["annoyed"], ["irritated"])])
+    answered(project, people, people["carol"], [(["calm"], ["sad"])])
+    alice = GoldAnswer.objects.get(annotator=people["alice"])
+    carol = GoldAnswer.objects.get(annotator=people["carol"])
+    assert (alice.f, alice.score) == (0.0, 0.5)  # two terms of one family: half credit
+    touched = {a.pk: a.updated_at for a in GoldAnswer.objects.all()}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        governance.apply(project, governance.plan_merge(project, "irritated", "annoyed"), actor=people["maria"])
+    alice.refresh_from_db()
+    assert (alice.precision, alice.recall, alice.f, alice.score) == (1.0, 1.0, 1.0, 1.0)
+    assert {a.pk: a.updated_at for a in GoldAnswer.objects.all()} == touched
+    assert GoldAnswer.objects.get(pk=carol.pk).score == carol.score == 0.0
+    person = next(p for p in gold.gold_accuracy(project)["annotators"] if p["username"] == "alice")
+    assert person["f"] == 1.0
+    # Scoring again with nothing changed writes nothing.
+    assert gold.rescore(project) == 0
+
+
 # --- accuracy, the flag and the manager's action --------------------------------------------------------------
 def answered(project, people, user, pairs):
     """Gold clips with these (gold labels, answer) pairs, each served to and answered by `user`."""
