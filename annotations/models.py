@@ -9,7 +9,7 @@ State changes live in services; these classes only describe the data.
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Role(models.TextChoices):
@@ -697,6 +697,30 @@ class LabelStudioTask(models.Model):
 
     def __str__(self):
         return f"clip {self.clip_id} = Label Studio task {self.task_id}"
+
+
+class DismissedSuggestion(models.Model):
+    """A near-duplicate pair of terms that a manager judged distinct (services.vocabulary_governance.dismiss):
+    not suggested again until restored. Keyed by the two canonical terms' names, sorted, so a rename makes the
+    pair new again (its evidence is then about another word)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dismissed_suggestions")
+    term_a = models.CharField(max_length=64)
+    term_b = models.CharField(max_length=64)
+    dismissed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["term_a", "term_b"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "term_a", "term_b"], name="dismissedsuggestion_unique"),
+            models.CheckConstraint(condition=Q(term_a__lt=F("term_b")),
+                                   name="dismissedsuggestion_sorted"),
+        ]
+
+    def __str__(self):
+        return f"{self.term_a} / {self.term_b} (not the same)"
 
 
 class GoldClip(models.Model):

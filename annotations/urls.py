@@ -26,6 +26,7 @@ urlpatterns = [
     path("p/<slug:slug>/vocabulary/", vocab.vocabulary_manage, name="vocabulary-manage"),
     path("p/<slug:slug>/vocabulary/edit", vocab.vocabulary_edit, name="vocabulary-edit"),
     path("p/<slug:slug>/vocabulary/suggestions", vocab.vocabulary_suggestions, name="vocabulary-suggestions"),
+    path("p/<slug:slug>/vocabulary/suggestions/dismiss", vocab.vocabulary_dismiss, name="vocabulary-dismiss"),
     path("p/<slug:slug>/vocabulary/export.csv", vocab.vocabulary_export, name="vocabulary-export"),
     path("p/<slug:slug>/vocabulary/import", vocab.vocabulary_import, name="vocabulary-import"),
     path("p/<slug:slug>/vocabulary/splits/<int:event_id>/", vocab.vocabulary_split_review,

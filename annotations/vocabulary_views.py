@@ -144,7 +144,31 @@ def vocabulary_suggestions(request, slug):
     wheel = governance.wheel_for_suggestions()
     return render(request, "annotations/vocabulary_suggestions.html",
                   {"project": project, "suggestions": governance.suggestions(project, wheel=wheel),
-                   "wheel": wheel is not None})
+                   "wheel": wheel is not None, "dismissed": governance.dismissed(project)})
+
+
+@login_required
+@require_POST
+def vocabulary_dismiss(request, slug):
+    """"Not the same" on a suggestion (the pair is not suggested again), or "Suggest again" on a dismissed one."""
+    project = _manager_project(request, slug)
+    if request.POST.get("action") == "restore":
+        try:
+            restored = governance.restore(project, int(request.POST.get("id", "")), actor=request.user)
+        except ValueError:
+            restored = False
+        if not restored:
+            raise Http404("no such dismissed pair")
+        messages.success(request, "That pair can be suggested again.")
+    else:
+        first, second = request.POST.get("source", ""), request.POST.get("target", "")
+        try:
+            governance.dismiss(project, first, second, actor=request.user)
+        except governance.GovernanceError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{first} and {second} will not be suggested again.")
+    return redirect("annotations:vocabulary-suggestions", project.slug)
 
 
 @login_required

@@ -37,7 +37,16 @@ from rapidfuzz.distance import Levenshtein
 
 from ml.vocabulary import FAMILIES, UNASSIGNED, VALENCES, Vocabulary, VocabularyError, normalise
 
-from ..models import Annotation, AuditEvent, Clip, EmotionTerm, Prediction, Project, Review
+from ..models import (
+    Annotation,
+    AuditEvent,
+    Clip,
+    DismissedSuggestion,
+    EmotionTerm,
+    Prediction,
+    Project,
+    Review,
+)
 from . import audit
 from .vocabulary import VocabularyChangeError, _bump, approve_term, project_vocabulary
 
@@ -585,15 +594,58 @@ def suggestions(project: Project, *, wheel=None, limit: int = 100, min_clips: in
                         reasons[frozenset({term, other})].append(f"the emotion wheels read {form!r} as {word!r}")
                         scores[frozenset({term, other})] += 2
 
+    gone = {frozenset(pair) for pair in DismissedSuggestion.objects.filter(project=project)
+            .values_list("term_a", "term_b")}
     out = []
     for pair, why in reasons.items():
         a, b = sorted(pair)
+        if pair in gone:
+            continue  # a manager said these are not the same
         if a not in terms or b not in terms or frozenset({terms[a].valence, terms[b].valence}) in OPPOSITE:
             continue  # never suggest joining opposite valences (antonyms share stems and clips: hope/hopeless)
         source, target = _direction(terms[a], terms[b], rows)
         out.append(Suggestion(source=source, target=target, reasons=sorted(set(why)), score=round(scores[pair], 3)))
     out.sort(key=lambda s: (-s.score, s.source, s.target))
     return out[:limit]
+
+
+def dismiss(project: Project, first: str, second: str, *, actor=None) -> DismissedSuggestion:
+    """A manager judged two suggested terms distinct: the pair is not suggested again (until `restore`).
+    Both must be canonical terms of the project. Audited once; dismissing again returns the same row."""
+    vocab = project_vocabulary(project)
+    names = []
+    for word in (first, second):
+        term = vocab.lookup(word or "")
+        if term is None or normalise(term.term) != normalise(word):
+            raise GovernanceError(f"{word!r} is not a term of this project's vocabulary.")
+        names.append(term.term)
+    a, b = sorted(names)
+    if a == b:
+        raise GovernanceError("A term cannot be dismissed against itself.")
+    with transaction.atomic():
+        by = actor if getattr(actor, "pk", None) else None
+        row, created = DismissedSuggestion.objects.get_or_create(project=project, term_a=a, term_b=b,
+                                                                 defaults={"dismissed_by": by})
+        if created:
+            audit.record("vocabulary.suggestion_dismissed", row, actor=actor, project=project,
+                         changes={"terms": [a, b]})
+    return row
+
+
+def restore(project: Project, dismissal_id: int, *, actor=None) -> bool:
+    """Suggest a dismissed pair again (when its evidence has it). False when there is no such dismissal."""
+    with transaction.atomic():
+        row = DismissedSuggestion.objects.select_for_update().filter(project=project, pk=dismissal_id).first()
+        if row is None:
+            return False
+        audit.record("vocabulary.suggestion_restored", row, actor=actor, project=project,
+                     changes={"terms": [row.term_a, row.term_b]})
+        row.delete()
+    return True
+
+
+def dismissed(project: Project):
+    return DismissedSuggestion.objects.filter(project=project).select_related("dismissed_by")
 
 
 def _direction(a, b, rows) -> tuple[str, str]:

@@ -11,7 +11,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import selectors
-from annotations.models import Annotation, AuditEvent, ClipLabel, EmotionTerm, Project, Role, SnapshotItem
+from annotations.models import (
+    Annotation,
+    AuditEvent,
+    ClipLabel,
+    DismissedSuggestion,
+    EmotionTerm,
+    Project,
+    Role,
+    SnapshotItem,
+)
 from annotations.services import dashboard, snapshots, vocabulary
 from annotations.services import vocabulary_governance as governance
 from annotations.services.projects import set_membership
@@ -164,6 +173,39 @@ def test_suggestions_from_spelling_cooccurrence_and_never_antonyms(project, mana
     assert not {("hopeful", "hopeless"), ("hopeless", "hopeful")} & set(found)
 
 
+def test_a_dismissed_pair_is_not_suggested_again_until_restored(manager_client, project, manager, annotator):
+    """"Not the same" from the page: audited, gone from the list whatever the evidence, listed as dismissed,
+    and back after "Suggest again". Only terms of the project can be dismissed."""
+    vocabulary.propose_term(project, "frustated", actor=annotator)
+    page = url("vocabulary-suggestions", project)
+    assert 'data-pair="frustated|frustrated"' in manager_client.get(page).content.decode()
+
+    response = manager_client.post(url("vocabulary-dismiss", project),
+                                   {"action": "dismiss", "source": "frustated", "target": "frustrated"})
+    assert response.status_code == 302
+    row = DismissedSuggestion.objects.get(project=project)
+    assert (row.term_a, row.term_b, row.dismissed_by) == ("frustated", "frustrated", manager)
+    assert all({s.source, s.target} != {"frustated", "frustrated"} for s in governance.suggestions(project))
+    body = manager_client.get(page).content.decode()
+    listed = body[body.index('id="suggestions"'):body.index("</table>", body.index('id="suggestions"'))]
+    assert "frustated" not in listed
+    assert 'id="dismissed"' in body and 'data-pair="frustated|frustrated"' in body
+    assert AuditEvent.objects.filter(project=project, action="vocabulary.suggestion_dismissed").count() == 1
+    # Again, in the other order: the same pair, no second row or event.
+    governance.dismiss(project, "frustrated", "frustated", actor=manager)
+    assert DismissedSuggestion.objects.count() == 1
+    assert AuditEvent.objects.filter(action="vocabulary.suggestion_dismissed").count() == 1
+    with pytest.raises(governance.GovernanceError):
+        governance.dismiss(project, "frustrated", "zorblike", actor=manager)
+
+    manager_client.post(url("vocabulary-dismiss", project), {"action": "restore", "id": row.pk})
+    assert not DismissedSuggestion.objects.exists()
+    assert AuditEvent.objects.filter(action="vocabulary.suggestion_restored").count() == 1
+    assert any({s.source, s.target} == {"frustated", "frustrated"} for s in governance.suggestions(project))
+    assert manager_client.post(url("vocabulary-dismiss", project),
+                               {"action": "restore", "id": row.pk}).status_code == 404
+
+
 def test_morphology_finds_a_new_word_form(project, manager):
     assert governance.stem("anxious") == governance.stem("anxiety") == governance.stem("anxiousness")
     assert governance.stem("serenely") == governance.stem("serene") == governance.stem("serenity")
@@ -285,7 +327,7 @@ def test_only_the_projects_managers_see_the_pages(client, project, manager, anno
     pages = [("get", url("vocabulary-manage", project)), ("get", url("vocabulary-suggestions", project)),
              ("get", url("vocabulary-export", project)), ("get", url("vocabulary-import", project)),
              ("get", url("vocabulary-split-review", project, event.pk)),
-             ("post", url("vocabulary-edit", project))]
+             ("post", url("vocabulary-edit", project)), ("post", url("vocabulary-dismiss", project))]
     for user in (annotator, reviewer, outsider):
         client.force_login(user)
         for method, address in pages:
@@ -294,7 +336,7 @@ def test_only_the_projects_managers_see_the_pages(client, project, manager, anno
     client.logout()
     assert client.get(url("vocabulary-manage", project)).status_code == 302  # to log in
     client.force_login(manager)
-    for method, address in pages[:-1]:
+    for method, address in pages[:-2]:  # the GET pages
         assert client.get(address).status_code == 200, address
     other = AuditEvent.objects.create(project=None, action="vocabulary.split", object_type="emotionterm",
                                       changes={"words": ["worried"]})
