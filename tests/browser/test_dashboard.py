@@ -77,7 +77,7 @@ for k, user in enumerate(people):
                                         served_at=now - timedelta(days=14 - 2 * g),
                                         submitted_at=now - timedelta(days=14 - 2 * g), precision=score, recall=score,
                                         f=score, family_f=min(1.0, score + 0.1), score=score)
-for word, days in (("hangry", 10), ("snackish", 3), ("zenful", 2)):
+for word, days in (("hangry", 10), ("snackish", 3), ("zenful", 2), ("frustated", 1)):
     t = EmotionTerm.objects.create(project=project, term=word, kind="term", family="unassigned", valence="ambiguous",
                                    source="human", flagged=True)
     EmotionTerm.objects.filter(pk=t.pk).update(created_at=now - timedelta(days=days))
@@ -132,4 +132,14 @@ def test_a_manager_reads_the_dashboard_and_the_vocabulary(embedded_platform, das
     shot(page, "vocabulary-preview", full_page=False)
     page.get_by_role("button", name="Confirm", exact=False).click()
     expect(page.locator("ul.messages")).to_contain_text("done")
+
+    # Suggestions: the typo is one; "Not the same" takes it off the list and lists it as dismissed.
+    page.goto(f"{platform.url}/p/{slug}/vocabulary/suggestions")
+    row = page.locator('#suggestions tr[data-pair="frustated|frustrated"]')
+    expect(row).to_contain_text("spelled like")
+    shot(page, "vocabulary-suggestions", full_page=False)
+    row.get_by_role("button", name="Not the same", exact=False).click()
+    expect(page.locator("ul.messages")).to_contain_text("will not be suggested again")
+    expect(row).to_have_count(0)
+    expect(page.locator('#dismissed tr[data-pair="frustated|frustrated"]')).to_be_visible()
     assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
