@@ -213,18 +213,21 @@ RESCORE_CHUNK = 500  # clips per step: their predictions are loaded together, th
 def rescore_priorities(project: Project, *, force: bool = False) -> int:
     """Novelty is measured against the verified pool, so priorities go stale as it grows: when it has grown
     enough since the last scoring, score every clip that still needs humans again, from its newest
-    prediction per backend. Returns the clips re-scored (0 when not due)."""
+    prediction per backend. Returns the clips re-scored (0 when not due). Never due for a strategy that does not
+    weigh novelty (the default, `families`, reads only the predictions): its priorities cannot go stale."""
     from ml.types import Label
 
     from .vocabulary import project_vocabulary
 
+    config = project_config(project)
+    vocabulary = project_vocabulary(project)
+    strategy = active_strategy(config, vocabulary)
+    if not force and not strategy.weights.get("novelty"):
+        return 0
     pool_size = selectors.verified_clips(project.clips.all()).count()
     grown = pool_size - project.scored_pool_size
     if not force and (grown < RESCORE_MIN or grown < RESCORE_GROWTH * max(project.scored_pool_size, 1)):
         return 0
-    config = project_config(project)
-    vocabulary = project_vocabulary(project)
-    strategy = active_strategy(config, vocabulary)
     pool = verified_pool(project, vocabulary)
     done, last = 0, 0
     base = selectors.needs_humans(project.clips.filter(status=Clip.Status.READY, priority__isnull=False))

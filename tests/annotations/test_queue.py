@@ -187,11 +187,16 @@ def test_preselect_starts_from_the_fused_labels_but_test_clips_are_blind(project
         assert draft.status == Annotation.Status.DRAFT  # never submitted without a human
 
 
-def test_priorities_are_rescored_once_the_verified_pool_has_grown(project, people, manager):
+@pytest.mark.parametrize("strategy", ["novelty", "families"])
+def test_priorities_are_rescored_once_the_verified_pool_has_grown(project, people, manager, strategy):
+    """Only a strategy that weighs novelty goes stale as the pool grows; the default `families` reads only the
+    predictions, so the beat leaves its priorities alone."""
     from annotations.models import Project, Review
     from annotations.services import prelabel_run
+    from annotations.services.projects import update_config
     from annotations.tasks import rescore_priorities
 
+    update_config(project, {"active_learning": {"strategy": strategy}})
     clips = [ready_clip(project, n, priority=0.5) for n in range(1, 31)]
     for clip in clips:
         for backend, terms in (("internvl", ["calm"]), ("affectgpt", ["angry" if clip.pk % 2 else "calm"])):
@@ -203,6 +208,10 @@ def test_priorities_are_rescored_once_the_verified_pool_has_grown(project, peopl
                                       status="submitted", submitted_at=timezone.now())
         Review.objects.create(annotation=a, reviewer=manager, decision="accept", annotation_version=a.version)
         reviews.refresh_label_state(clip)
+    if strategy == "families":
+        assert rescore_priorities.delay().get() == {}
+        assert set(Clip.objects.filter(pk__in=[c.pk for c in clips]).values_list("priority", flat=True)) == {0.5}
+        return
     assert rescore_priorities.delay().get() == {project.slug: 30 - prelabel_run.RESCORE_MIN}
     project.refresh_from_db()
     assert project.scored_pool_size == prelabel_run.RESCORE_MIN
