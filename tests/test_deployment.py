@@ -89,6 +89,33 @@ def test_builds_name_existing_dockerfiles(compose):
         assert dockerfile.is_file(), f"{name} builds from missing {dockerfile}"
 
 
+def dockerfile_requirements(extras: str) -> list[str]:
+    """What platform/Dockerfile.web's requirements step writes for the EXTRAS build argument: its own
+    command, taken from the file and run here on pyproject.toml."""
+    text = (ROOT / "platform" / "Dockerfile.web").read_text()
+    code = re.search(r'RUN python -c "(.*?)" \\\n\s*> /tmp/requirements.txt', text).group(1)
+    env = {**os.environ, "EXTRAS": extras}
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.split("\n")[:-1]
+
+
+def test_the_web_image_carries_the_label_studio_client_compose_runs_it_for(compose):
+    """The web and the media worker push to and pull from the Label Studio of the `label-studio` profile: their
+    image gets the `labelstudio` extra by default, and never the `ml` one (no torch in the web image)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base, extras = project["dependencies"], project["optional-dependencies"]
+    users = {name for name, s in compose["services"].items() if s.get("image") == "affectloop-web:latest"}
+    assert {"web", "worker-media", "beat", "migrate"} <= users and "label-studio" in compose["services"]
+    args = {effective(compose["services"][name]["build"]["args"]["EXTRAS"]) for name in users}
+    assert args == {"labelstudio"}
+    assert dockerfile_requirements("labelstudio") == base + extras["labelstudio"]
+    assert dockerfile_requirements("") == base
+    assert not any(r.startswith("torch") for r in dockerfile_requirements("labelstudio"))
+
+
 def test_named_volumes_and_secrets_are_declared(compose):
     declared_volumes = set(compose.get("volumes") or {})
     declared_secrets = set(compose.get("secrets") or {})
