@@ -3,7 +3,7 @@
     python bench/prelabel_throughput.py [--backend internvl|affectgpt] [--batch-sizes 1,4,16] [--clips 16]
         [--frames 8] [--max-new-tokens 32] [--model DIR [--checkpoint FILE] | --random-init internvl3-1b|2b|8b]
         [--device cuda|cpu] [--seconds 3] [--size 640x360] [--warmup 1] [--repeats 1] [--threads N]
-        [--natural-stop] [--clips-dir DIR] [--work-dir DIR] [--json FILE] [--keep]
+        [--natural-stop] [--decode-workers 1,auto] [--clips-dir DIR] [--work-dir DIR] [--json FILE] [--keep]
 
 Generates N sample clips (ml.testing.samples, tone soundtrack), loads ONE backend through its production
 constructor, then for each batch size b (in one run, on the same clips) sets `backend.batch_size = b`,
@@ -16,7 +16,13 @@ median is kept). Reported per batch size:
   prompt tok/clip            mean `Prediction.prompt_tokens`; for InternVL also the image tokens counted in
                              the real input ids (must be frames x image tokens per frame) and the text rest;
   new tok/clip               decoding steps each clip went through (its batch's `generate` steps);
-  vs b1                      clips/s against batch size 1 of the same run (1 is always measured);
+  vs b1                      clips/s against batch size 1 of the same run (1 is always measured), with
+                             the same number of readers;
+  readers, vs 1 reader       --decode-workers: how many clips of a batch are decoded at once (ml.video.
+                             read_each; "auto" is the backends' default, the CPUs up to 8), and clips/s
+                             against 1 reader at the same batch size when 1 is in the list. With several
+                             readers AffectGPT's prep s/clip sums the readers' times (CPU time, not wall);
+                             InternVL's is the wall time of `prepare`;
   peak GPU mem               torch.cuda.max_memory_allocated during the timed runs (weights included);
   GPU util                   mean/max of utilization.gpu sampled every 0.1 s during the timed runs, via
                              pynvml (nvidia-ml-py) when importable, else `nvidia-smi` polled in a thread;
@@ -266,6 +272,8 @@ class Row:
     text_tokens_per_clip: float | None
     new_tokens_per_clip: float
     speedup_vs_b1: float = 1.0
+    decode_workers: int = 1
+    speedup_vs_one_reader: float | None = None
     peak_gpu_mem_gib: float | None = None
     gpu_util_mean: float | None = None
     gpu_util_max: float | None = None
@@ -316,20 +324,22 @@ def measure(backend, clips, counters: Counters, monitor: GpuMonitor, device: tor
 
 def format_table(rows: list[Row], monitor: GpuMonitor) -> str:
     head = (f"{'batch':>5}  {'clips/s':>8}  {'s/clip':>7}  {'prep s/clip':>11}  {'gen s/clip':>10}  "
-            f"{'prompt tok/clip':>15}  {'image+text':>12}  {'new tok/clip':>12}  {'vs b1':>6}  "
-            f"{'peak GPU mem':>12}  GPU util mean/max")
+            f"{'prompt tok/clip':>15}  {'image+text':>12}  {'new tok/clip':>12}  {'vs b1':>6}  {'readers':>7}  "
+            f"{'vs 1 reader':>11}  {'peak GPU mem':>12}  GPU util mean/max")
     lines = [head, "-" * len(head)]
     for r in rows:
         split = (f"{r.image_tokens_per_clip:.0f}+{r.text_tokens_per_clip:.0f}"
                  if r.image_tokens_per_clip is not None else "n/a")
         mem = f"{r.peak_gpu_mem_gib:.2f} GiB" if r.peak_gpu_mem_gib is not None else "n/a"
+        vs_one = f"{r.speedup_vs_one_reader:.2f}x" if r.speedup_vs_one_reader is not None else "-"
         if r.gpu_util_mean is not None:
             util = f"{r.gpu_util_mean:.0f}% / {r.gpu_util_max:.0f}% ({r.gpu_util_samples} samples)"
         else:
             util = "n/a" if monitor.how.startswith("n/a") else "n/a (no samples)"
         lines.append(f"{r.batch_size:>5}  {r.clips_per_s:>8.3f}  {r.s_per_clip:>7.3f}  {r.prep_s_per_clip:>11.3f}  "
                      f"{r.generate_s_per_clip:>10.3f}  {r.prompt_tokens_per_clip:>15.1f}  {split:>12}  "
-                     f"{r.new_tokens_per_clip:>12.1f}  {r.speedup_vs_b1:>5.2f}x  {mem:>12}  {util}")
+                     f"{r.new_tokens_per_clip:>12.1f}  {r.speedup_vs_b1:>5.2f}x  {r.decode_workers:>7}  "
+                     f"{vs_one:>11}  {mem:>12}  {util}")
     return "\n".join(lines)
 
 
@@ -338,6 +348,26 @@ def parse_batch_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("batch sizes must be positive integers, e.g. 1,4,16")
     return list(dict.fromkeys(sizes))
+
+
+def parse_decode_workers(text: str) -> list[int]:
+    from ml.video import decode_workers
+
+    try:
+        counts = [decode_workers() if part.strip() == "auto" else int(part) for part in text.split(",")
+                  if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("reader counts are positive integers or auto, e.g. 1,auto") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("reader counts are positive integers or auto, e.g. 1,auto")
+    return sorted(set(counts))  # 1 first: the others are compared with it
+
+
+def set_decode_workers(backend, kind: str, workers: int) -> None:
+    if kind == "internvl":
+        backend.inputs.decode_workers = workers
+    else:
+        backend.decode_workers = workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per batch size (median kept)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--natural-stop", action="store_true", help="do not force min_new_tokens")
+    parser.add_argument("--decode-workers", type=parse_decode_workers, default="auto",
+                        help="clips of a batch decoded at once, a list to compare: e.g. 1,auto (default auto)")
     parser.add_argument("--clips-dir", type=Path,
                         help="use the clips a generate_sample_clips call left here (a machine without ffmpeg)")
     parser.add_argument("--work-dir", type=Path, help="where clips and built models go (default: a temp dir)")
@@ -470,14 +502,25 @@ def run(args, batch_sizes: list[int], width: int, height: int, device: torch.dev
         print("note: batch size 1 added as the baseline")
 
     rows: list[Row] = []
+    first: dict[int, Row] = {}  # readers -> its batch-1 row
     for size in batch_sizes:
-        rows.append(measure(backend, clips, counters, monitor, device, size, warmup=args.warmup,
-                            repeats=args.repeats))
-        rows[-1].speedup_vs_b1 = rows[-1].clips_per_s / rows[0].clips_per_s
-        print(f"  batch {size}: {rows[-1].clips_per_s:.3f} clips/s", flush=True)
+        one_reader = None
+        for workers in args.decode_workers:
+            set_decode_workers(backend, args.backend, workers)
+            row = measure(backend, clips, counters, monitor, device, size, warmup=args.warmup, repeats=args.repeats)
+            row.decode_workers = workers
+            row.speedup_vs_b1 = row.clips_per_s / first.setdefault(workers, row).clips_per_s
+            if workers == 1:
+                one_reader = row
+            if one_reader is not None:
+                row.speedup_vs_one_reader = row.clips_per_s / one_reader.clips_per_s
+            rows.append(row)
+            print(f"  batch {size}, {workers} reader{'s' if workers > 1 else ''}: {row.clips_per_s:.3f} clips/s",
+                  flush=True)
     print()
     print(format_table(rows, monitor))
-    print(f"\nvs b1 = clips/s at that batch size / clips/s at batch size 1, same run. {len(clips)} clips per pass"
+    print(f"\nvs b1 = clips/s at that batch size / clips/s at batch size 1 with as many readers, same run; "
+          f"vs 1 reader = clips/s / clips/s with 1 reader at that batch size. {len(clips)} clips per pass"
           + (f"; batches not dividing {len(clips)} end with a short batch" if any(len(clips) % b for b in
                                                                                       batch_sizes) else ""))
     if args.json:

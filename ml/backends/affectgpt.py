@@ -52,7 +52,8 @@ from ml.versions import (
     file_sha256,
     prediction_version,
 )
-from ml.video import VideoReadError, load_audio, sample_frames
+from ml.video import decode_workers as video_decode_workers
+from ml.video import load_audio, read_each, sample_frames
 
 SOURCE = "affectgpt"
 CONFIG_NAME = AFFECTGPT_CONFIG_NAME
@@ -298,7 +299,8 @@ class AffectGPTBackend:
     name = SOURCE
 
     def __init__(self, model_dir: str | Path, *, checkpoint: str | Path | None = None, device: str | None = None,
-                 greedy: bool = True, max_new_tokens: int = 48, batch_size: int = 8) -> None:
+                 greedy: bool = True, max_new_tokens: int = 48, batch_size: int = 8,
+                 decode_workers: int | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.config = AffectGPTConfig.load(self.model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -306,6 +308,7 @@ class AffectGPTBackend:
         # has no autocast to hide it, so everything stays fp32 there.
         self.cuda = self.device.type == "cuda"
         self.greedy, self.max_new_tokens, self.batch_size = greedy, max_new_tokens, batch_size
+        self.decode_workers = decode_workers or video_decode_workers()  # clips of a batch read at once
         self.image_processor = CLIPImageProcessor.from_pretrained(self.model_dir / "clip")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir / "llm")
         # As the official setup: the placeholders become special (never split) tokens; a stock Qwen2.5
@@ -422,11 +425,11 @@ class AffectGPTBackend:
         version = self.model_version
         media: list[_Media] = []
         errors: dict[int, str] = {}
-        for i, clip in enumerate(clips):
-            try:
-                media.append(self.load_media(clip))
-            except (VideoReadError, OSError) as exc:
-                errors[i] = str(exc) or type(exc).__name__
+        for i, read in enumerate(read_each(self.load_media, clips, self.decode_workers)):
+            if isinstance(read, Exception):
+                errors[i] = str(read) or type(read).__name__
+            else:
+                media.append(read)
         done = iter(self._generate(media) if media else [])
         return [Prediction(clip_id=clip.clip_id, labels=[], raw_text="", model_version=version, prompt_tokens=0,
                            seconds=0.0, error=errors[i]) if i in errors else next(done)

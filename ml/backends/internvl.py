@@ -39,7 +39,8 @@ from ml.prompts import CAPTION, LABELS, internvl_caption_text, internvl_user_tex
 from ml.scoring import scored_labels, token_pieces
 from ml.types import ClipInput, Label, Prediction
 from ml.versions import adapter_id, internvl_identity, prediction_version
-from ml.video import VideoReadError, sample_frames
+from ml.video import VideoReadError, read_each, sample_frames
+from ml.video import decode_workers as video_decode_workers
 
 SOURCE = "internvl"
 DEFAULT_FRAMES = 8
@@ -60,8 +61,9 @@ class InternVLInputs:
     (`ml.training.data`) both use it."""
 
     def __init__(self, processor: ProcessorMixin, config: InternVLConfig,
-                 num_frames: int = DEFAULT_FRAMES) -> None:
+                 num_frames: int = DEFAULT_FRAMES, *, decode_workers: int = 1) -> None:
         self.processor, self.num_frames = processor, num_frames
+        self.decode_workers = decode_workers  # clips of one `prepare` decoded at once (ml.video.read_each)
         self.image_size = int(config.vision_config.image_size[0])
         patch = int(config.vision_config.patch_size[0])
         self.image_tokens_per_frame = round((self.image_size / patch) ** 2 * config.downsample_ratio ** 2)
@@ -102,12 +104,13 @@ class InternVLInputs:
     def prepare(self, clips: Sequence[ClipInput], task: str = LABELS) -> PreparedBatch:
         """Encode the clips whose video decodes, left-padded for generation; the others are reported."""
         rows, videos, errors = [], [], {}
-        for index, clip in enumerate(clips):
-            try:
-                videos.append(self.frames(clip.video_path))
+        read = read_each(self.frames, [clip.video_path for clip in clips], self.decode_workers)
+        for index, frames in enumerate(read):
+            if isinstance(frames, Exception):
+                errors[index] = str(frames) or type(frames).__name__
+            else:
+                videos.append(frames)
                 rows.append(index)
-            except (VideoReadError, OSError) as exc:
-                errors[index] = str(exc) or type(exc).__name__
         if not rows:
             return PreparedBatch(None, [], errors)
         prompts = [self.prompt(clips[i].transcript, task) for i in rows]
@@ -146,7 +149,7 @@ class InternVLBackend:
 
     def __init__(self, model_path: str, *, adapter: str | None = None, num_frames: int = DEFAULT_FRAMES,
                  device: str | None = None, max_new_tokens: int = 48, dtype: torch.dtype | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, decode_workers: int | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.num_frames, self.max_new_tokens, self.batch_size = num_frames, max_new_tokens, batch_size
@@ -155,7 +158,8 @@ class InternVLBackend:
         self.base_model = InternVLForConditionalGeneration.from_pretrained(model_path, dtype=self.dtype)
         self.base_model.to(self.device).eval()
         self.model: InternVLForConditionalGeneration | PeftModel = self.base_model
-        self.inputs = InternVLInputs(self.processor, self.base_model.config, num_frames)
+        self.inputs = InternVLInputs(self.processor, self.base_model.config, num_frames,
+                                     decode_workers=decode_workers or video_decode_workers())
         self.image_size = self.inputs.image_size
         self.image_tokens_per_frame = self.inputs.image_tokens_per_frame
 

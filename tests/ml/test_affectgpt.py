@@ -189,7 +189,10 @@ def test_safetensors_checkpoint_and_unsafe_pickles(tiny):
 
 # --- (d) prediction, (g) no audio ------------------------------------------------------------------------
 
-def test_predict_is_versioned_deterministic_and_isolates_broken_clips(tiny, backend, clips):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_predict_is_versioned_deterministic_and_isolates_broken_clips(tiny, backend, clips, monkeypatch, workers):
+    """Whether a batch's clips are read one after another or side by side (ml.video.read_each)."""
+    monkeypatch.setattr(backend, "decode_workers", workers)
     batch = [clips["samples"][0], clips["broken"], clips["samples"][1]]
     first = backend.predict(batch)
     assert backend.model_version == f"affectgpt:tiny-qwen2+{file_sha256(tiny['checkpoint'])[:12]}+agpt-p1"

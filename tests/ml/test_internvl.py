@@ -94,7 +94,10 @@ def test_batched_predict_matches_one_by_one_and_is_deterministic(backend, clips,
     assert [p.prompt_tokens for p in one_by_one] == [p.prompt_tokens for p in first]
 
 
-def test_unreadable_video_fails_alone(backend, clips, tmp_path):
+@pytest.mark.parametrize("workers", [1, 4])
+def test_unreadable_video_fails_alone(backend, clips, tmp_path, monkeypatch, workers):
+    """Read one after another or side by side (ml.video.read_each), the same answers in the same order."""
+    monkeypatch.setattr(backend.inputs, "decode_workers", workers)
     broken = tmp_path / "broken.mp4"
     broken.write_text("this is not a video")
     results = backend.predict([clips[0], ClipInput("broken", broken), clips[1], clips[0]])

@@ -20,9 +20,10 @@ pytest.importorskip("transformers", reason="the benchmark needs transformers")
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "prelabel_throughput.py"
 FRAMES = 2
-# "    2    21.393    0.047  ...  17.76x           n/a  n/a"
+# "    2    21.393    0.047  ...  17.76x        2        1.31x           n/a  n/a"
 ROW = re.compile(r"^\s*(?P<batch>\d+)\s+(?P<clips_s>\d+\.\d+)\s+(?P<s_clip>\d+\.\d+)\s.*?"
-                 r"\s(?P<ratio>\d+\.\d\d)x\s+(?P<mem>n/a|\d+\.\d+ GiB)\s+(?P<util>.+?)\s*$", re.MULTILINE)
+                 r"\s(?P<ratio>\d+\.\d\d)x\s+(?P<readers>\d+)\s+(?P<vs_one>-|\d+\.\d\dx)"
+                 r"\s+(?P<mem>n/a|\d+\.\d+ GiB)\s+(?P<util>.+?)\s*$", re.MULTILINE)
 
 
 @pytest.mark.slow
@@ -33,16 +34,23 @@ def test_tiny_internvl_cpu_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--clips", "4", "--batch-sizes", "1,2", "--frames", str(FRAMES),
          "--max-new-tokens", "4", "--device", "cpu", "--threads", "1", "--seconds", "1", "--size", "320x180",
-         "--json", str(result)],
+         "--decode-workers", "2,1", "--json", str(result)],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = proc.stdout
 
-    rows = {int(m["batch"]): m for m in ROW.finditer(out)}
-    assert sorted(rows) == [1, 2], out
-    assert rows[1]["ratio"] == "1.00"
-    assert float(rows[2]["ratio"]) == pytest.approx(float(rows[2]["clips_s"]) / float(rows[1]["clips_s"]),
-                                                    rel=0.02, abs=0.011)
+    rows = {(int(m["batch"]), int(m["readers"])): m for m in ROW.finditer(out)}
+    assert sorted(rows) == [(1, 1), (1, 2), (2, 1), (2, 2)], out
+
+    def ratio(a, b):
+        return pytest.approx(float(rows[a]["clips_s"]) / float(rows[b]["clips_s"]), rel=0.02, abs=0.011)
+
+    for readers in (1, 2):  # vs b1: the same number of readers at batch size 1
+        assert rows[1, readers]["ratio"] == "1.00"
+        assert float(rows[2, readers]["ratio"]) == ratio((2, readers), (1, readers))
+    for batch in (1, 2):  # vs 1 reader: the same batch size with one reader
+        assert rows[batch, 1]["vs_one"] == "1.00x"
+        assert float(rows[batch, 2]["vs_one"][:-1]) == ratio((batch, 2), (batch, 1))
     for row in rows.values():
         assert row["mem"] == "n/a" and row["util"] == "n/a"
     assert "GPU utilisation: n/a" in out
@@ -50,7 +58,7 @@ def test_tiny_internvl_cpu_run(tmp_path):
 
     data = json.loads(result.read_text())
     assert data["device"] == "cpu" and data["image_tokens_per_frame"] == 256
-    assert [r["batch_size"] for r in data["rows"]] == [1, 2]
+    assert [(r["batch_size"], r["decode_workers"]) for r in data["rows"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     for row in data["rows"]:
         # Each frame is one untiled 448-px tile: exactly frames x 256 image tokens, plus the text.
         assert row["image_tokens_per_clip"] == FRAMES * 256

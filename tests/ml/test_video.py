@@ -14,7 +14,14 @@ np = pytest.importorskip("numpy")
 
 from ml import video
 from ml.testing.samples import make_clip
-from ml.video import VideoReadError, frame_indices, load_audio, sample_frames, sniff_container
+from ml.video import (
+    VideoReadError,
+    frame_indices,
+    load_audio,
+    read_each,
+    sample_frames,
+    sniff_container,
+)
 from tests.conftest import needs_ffmpeg, skip_without_ffmpeg
 
 FRAMES = 30
@@ -300,3 +307,47 @@ def test_start_rule_is_affectgpts_training_rule():
     assert frame_indices(3, 8, "start") == [0, 1, 2, 2, 2, 2, 2, 2]
     with pytest.raises(ValueError):
         frame_indices(10, 2, "middle")
+
+
+# --- read_each ---------------------------------------------------------------------------------------------
+
+def test_read_each_keeps_the_order_and_puts_read_errors_in_place():
+    import threading
+    import time
+
+    names = []
+
+    def read(item):
+        names.append(threading.current_thread().name)
+        time.sleep(0.05 * (5 - item))  # later items finish first
+        if item == 2:
+            raise VideoReadError("cannot decode video")
+        if item == 3:
+            raise FileNotFoundError("gone")
+        return item * 10
+
+    for workers in (1, 4):
+        names.clear()
+        got = read_each(read, [0, 1, 2, 3, 4], workers)
+        assert [g if not isinstance(g, Exception) else type(g).__name__ for g in got] == [
+            0, 10, "VideoReadError", "FileNotFoundError", 40]
+        assert str(got[2]) == "cannot decode video"
+        assert (len(set(names)) > 1) == (workers > 1)  # side by side only when asked
+    assert read_each(read, [], 4) == []
+
+
+def test_read_each_lets_a_bug_through():
+    def read(item):
+        raise KeyError(item)
+
+    for workers in (1, 3):
+        with pytest.raises(KeyError):
+            read_each(read, [1, 2, 3], workers)
+
+
+@needs_ffmpeg
+def test_read_each_decodes_real_clips_as_one_at_a_time_does(clips):
+    paths = [clips[kind] for kind in ("mp4", "mkv", "webm")] * 2
+    one = read_each(lambda p: sample_frames(p, 4), paths, 1)
+    many = read_each(lambda p: sample_frames(p, 4), paths, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(one, many, strict=True))
