@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.browser.pages import log_in_admin
+from tests.browser.pages import log_in, log_in_admin
 from tests.browser.shots import shot
 
 pytestmark = [pytest.mark.browser]
@@ -143,3 +143,32 @@ def test_a_manager_reads_the_dashboard_and_the_vocabulary(embedded_platform, das
     expect(row).to_have_count(0)
     expect(page.locator('#dismissed tr[data-pair="frustated|frustrated"]')).to_be_visible()
     assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
+
+
+def test_an_annotator_finds_an_answered_gold_clip_in_recent_work_with_feedback(embedded_platform,
+                                                                               dashboard_project, page):
+    from playwright.sync_api import expect
+
+    platform, slug = embedded_platform, dashboard_project["slug"]
+    result = platform.manage("shell", "-c", f"""
+import json
+from django.contrib.auth import get_user_model
+from annotations.models import Annotation, GoldAnswer
+user = get_user_model().objects.get(username="chloe-" + {slug!r}[-6:])
+user.set_password("chloe-pass-12345"); user.save()
+# One she never annotated, as the queue would have served it.
+answer = (GoldAnswer.objects.filter(annotator=user, gold__project__slug={slug!r})
+          .exclude(gold__clip__in=Annotation.objects.filter(annotator=user).values("clip")).order_by("pk").first())
+print(json.dumps({{"user": user.username, "clip": answer.gold.clip_id, "name": answer.gold.clip.name}}))
+""")
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    log_in(page, platform, info["user"], "chloe-pass-12345")
+    page.goto(f"{platform.url}/p/{slug}/work/")
+    history = f"/clips/{info['clip']}/history"
+    expect(page.locator(f'a[href="{history}"]')).to_have_count(1)
+    page.locator(f'a[href="{history}"]').click()
+    feedback = page.locator("#gold-feedback")
+    expect(feedback).to_contain_text("This clip was a quality check")
+    expect(feedback.locator(".chip").first).to_be_visible()
+    shot(page, "gold-feedback", full_page=False)
