@@ -150,7 +150,7 @@ def vocabulary_suggestions(request, slug):
 @login_required
 @require_POST
 def vocabulary_dismiss(request, slug):
-    """"Not the same" on a suggestion (the pair is not suggested again), or "Suggest again" on a dismissed one."""
+    """The buttons "Not the same" on a suggestion (not suggested again) and "Suggest again" on a dismissed pair."""
     project = _manager_project(request, slug)
     if request.POST.get("action") == "restore":
         try:

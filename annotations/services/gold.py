@@ -8,8 +8,9 @@ twice) and an ordinary annotate lease, so a reload resumes it and the page's hea
 
 A gold answer lives in its own table, never as an Annotation: it cannot change the clip's verification, and
 agreement, snapshots, exports and training (which read Annotation) never see it. It is scored on submit,
-and again after each vocabulary change (`rescore`), as a set over canonical terms of the project vocabulary, so synonyms count; a label that matches
-only a gold term's emotion family earns half credit in `score`. Per-annotator accuracy over time is
+and again after each vocabulary change (`rescore`), as a set over canonical terms of the project
+vocabulary, so synonyms count; a label that matches only a gold term's emotion family earns half credit in
+`score`. Per-annotator accuracy over time is
 `gold_accuracy(project)`; an annotator below `config.gold.accuracy_floor` (over at least
 `config.gold.min_answers` answers) is flagged, and a manager can send their work to review
 (`send_work_to_review`).
@@ -371,7 +372,8 @@ def rescore(project: Project, terms=None) -> int:
     answers = (GoldAnswer.objects.filter(gold__project=project, status=GoldAnswer.Status.SUBMITTED)
                .select_related("gold").only("labels", "gold__labels", *SCORES).order_by("pk"))
     for answer in answers.iterator(chunk_size=500):
-        if keys is not None and not keys & {normalise(w) for w in _words(answer.labels) + _words(answer.gold.labels)}:
+        words = _words(answer.labels) + _words(answer.gold.labels)
+        if keys is not None and not keys & {normalise(w) for w in words}:
             continue
         new = {name: round(value, 6) for name, value in score(answer.labels, answer.gold.labels, vocab,
                                                               wheel=wheel).items()}
