@@ -10,7 +10,7 @@ from django.db import transaction
 from . import accounts, selectors
 from .admin_audit import AuditedAdmin
 from .models import (
-    AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DashboardFigures, DatasetSnapshot, EmotionTerm, Export, Membership, ModelVersion,
+    AccountFlags, Annotation, AnnotationRevision, AuditEvent, Caption, ClipLabel, ClipSkip, Clip, ClipLease, DashboardFigures, DatasetSnapshot, DismissedSuggestion, EmotionTerm, Export, Membership, ModelVersion,
     GoldAnswer, GoldClip, LabelStudioTask, Prediction, Project, Review, SnapshotItem, TrainingRun,
 )
 from .project_config import ConfigError, admin_help, parse
@@ -355,6 +355,16 @@ class GoldAnswerAdmin(ReadOnlyScopedAdmin):
     list_display = ["gold", "annotator", "status", "score", "f", "family_f", "served_at", "submitted_at"]
     list_filter = ["status"]
     raw_id_fields = ["gold"]
+
+
+@admin.register(DismissedSuggestion)
+class DismissedSuggestionAdmin(ReadOnlyScopedAdmin):
+    """Pairs of terms a manager judged distinct on the suggestions page (services.vocabulary_governance,
+    audited; "Suggest again" there restores one): read-only here."""
+
+    list_display = ["term_a", "term_b", "project", "dismissed_by", "created_at"]
+    list_filter = ["project"]
+    search_fields = ["term_a", "term_b"]
 
 
 @admin.register(EmotionTerm)
