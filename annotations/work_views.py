@@ -374,12 +374,13 @@ def clip_history(request, clip_id):
     clip = selectors.clip_for(request.user, clip_id)
     # Annotators label independently: others' labels and verdicts only after their own submit, which on a gold
     # item is their submitted gold answer (shown to them as the feedback it then is).
-    answer = gold.answer_for(request.user, clip)
-    answer = answer if answer is not None and answer.status == GoldAnswer.Status.SUBMITTED else None
-    if answer is None and not selectors.has_role(request.user, clip.project, Role.REVIEWER) and not (
-            Annotation.objects.filter(clip=clip, annotator=request.user,
-                                      status=Annotation.Status.SUBMITTED).exists()):
-        raise Http404("No history to show yet")
+    answer = None
+    if not selectors.has_role(request.user, clip.project, Role.REVIEWER):  # gold is served to annotators only
+        answer = gold.answer_for(request.user, clip)
+        answer = answer if answer is not None and answer.status == GoldAnswer.Status.SUBMITTED else None
+        if answer is None and not Annotation.objects.filter(clip=clip, annotator=request.user,
+                                                            status=Annotation.Status.SUBMITTED).exists():
+            raise Http404("No history to show yet")
     manager = selectors.has_role(request.user, clip.project, Role.MANAGER)
     return render(request, "annotations/clip_history.html", {
         "project": clip.project, "clip": clip, "events": annotating.history(clip), "manager": manager,

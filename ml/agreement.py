@@ -4,12 +4,11 @@ distinct label sets as blockwise matrix products. A heavy module (numpy): the da
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ml.metrics import masi_distance
+from ml.metrics import masi_distance, observed_disagreement
 
 _BLOCK_CELLS = 2_000_000  # cells of the pairwise matrix at a time (16 MB per float64 temporary)
 
@@ -18,15 +17,9 @@ def masi_alpha_vectorised(units: Sequence[Sequence[Iterable[str]]]) -> float:
     """ml.metrics.krippendorff_alpha_masi, the same figure (up to float summation order), with the expected
     disagreement summed blockwise in numpy: |x & y| of every pair of distinct sets by a matrix product, then
     MASI's 1 - J * M from the sizes (M = 0.67 when one contains the other, 0.33 when they overlap, else 0)."""
-    pairable = [[frozenset(v) for v in unit] for unit in units if len(unit) >= 2]
-    n = sum(len(unit) for unit in pairable)
-    if not n:
-        raise ValueError("no unit has two or more codings")
-    observed = sum(sum(masi_distance(x, y) for i, x in enumerate(unit) for j, y in enumerate(unit) if i != j)
-                   / (len(unit) - 1) for unit in pairable) / n
+    counts, n, observed = observed_disagreement(units, masi_distance)
     if observed == 0:
         return 1.0
-    counts = Counter(v for unit in pairable for v in unit)
     sets = list(counts)
     terms = {t: i for i, t in enumerate(sorted({t for s in sets for t in s}))}
     member = np.zeros((len(sets), max(len(terms), 1)), dtype=np.float32)  # small counts: exact in float32

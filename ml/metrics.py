@@ -332,9 +332,11 @@ def masi_distance(a: Iterable[str], b: Iterable[str]) -> float:
     return 1.0 - jaccard(a, b) * monotonicity
 
 
-def krippendorff_alpha(units: Sequence[Sequence[Iterable[str]]],
-                       distance: Callable[[frozenset[str], frozenset[str]], float] = masi_distance) -> float:
-    """Krippendorff's alpha = 1 - D_o/D_e over pairable values (units with >= 2 codings)."""
+def observed_disagreement(units: Sequence[Sequence[Iterable[str]]],
+                          distance: Callable[[frozenset[str], frozenset[str]], float] = masi_distance,
+                          ) -> tuple[Counter, int, float]:
+    """Alpha's observed side: (how often each value was coded in units with >= 2 codings, n of those
+    codings, D_o). ValueError when no unit has two codings."""
     pairable = [[frozenset(v) for v in unit] for unit in units if len(unit) >= 2]
     n = sum(len(unit) for unit in pairable)
     if not n:
@@ -342,9 +344,15 @@ def krippendorff_alpha(units: Sequence[Sequence[Iterable[str]]],
     # Ordered pairs within a unit, each unit weighted 1/(m_u - 1): Krippendorff's coincidence counts.
     observed = sum(sum(distance(x, y) for i, x in enumerate(unit) for j, y in enumerate(unit) if i != j)
                    / (len(unit) - 1) for unit in pairable) / n
+    return Counter(v for unit in pairable for v in unit), n, observed
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Iterable[str]]],
+                       distance: Callable[[frozenset[str], frozenset[str]], float] = masi_distance) -> float:
+    """Krippendorff's alpha = 1 - D_o/D_e over pairable values (units with >= 2 codings)."""
+    counts, n, observed = observed_disagreement(units, distance)
     if observed == 0:
         return 1.0
-    counts = Counter(v for unit in pairable for v in unit)
     expected = sum(counts[x] * counts[y] * distance(x, y) for x in counts for y in counts if x != y)
     expected /= n * (n - 1)
     return 1.0 - observed / expected

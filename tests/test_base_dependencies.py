@@ -18,9 +18,15 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = {"annotations", "config", "ml", "migrations", "tests", "bench"}
-# ml modules that run only on GPU workers, in tests or in benchmarks (the image with the `ml` extra).
+# ml modules that run only on GPU workers, in tests or in benchmarks (the image with the `ml` extra). The web
+# side takes only ResumeError from ml.training.checkpoints; its torch imports sit inside the trainer's functions.
 ML_EXTRA_MODULES = ("ml.video", "ml.backends", "ml.train", "ml.training.loop", "ml.training.data",
-                    "ml.testing", "ml.runtime", "ml.prelabel")
+                    "ml.training.checkpoints", "ml.testing", "ml.runtime", "ml.prelabel")
+
+
+def worker_only(name: str) -> bool:
+    """One of ML_EXTRA_MODULES or inside one (ml.train is not ml.training.config)."""
+    return any(name == m or name.startswith(m + ".") for m in ML_EXTRA_MODULES)
 # Files of the web packages allowed an import outside the base dependencies: path -> (packages, why).
 ALLOWED = {
     "annotations/management/commands/demo.py": ({"torch", "peft"}, "the demo builds a tiny model: `ml` extra"),
@@ -85,7 +91,7 @@ def web_files() -> list[Path]:
     queue = list(files)
     while queue:
         for name in imports_of(queue.pop()):
-            if not name.startswith("ml.") or name.startswith(ML_EXTRA_MODULES):
+            if not name.startswith("ml.") or worker_only(name):
                 continue
             path = module_file(name)
             if path is not None and path not in seen:

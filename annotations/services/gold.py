@@ -292,7 +292,7 @@ def as_annotation(answer: GoldAnswer) -> Annotation:
     """An unsaved Annotation carrying the answer's state, for the clip page's template (never saved)."""
     status = Annotation.Status.DRAFT if answer.status == GoldAnswer.Status.OPEN else Annotation.Status.SUBMITTED
     return Annotation(clip=answer.gold.clip, annotator=answer.annotator, labels=answer.labels, status=status,
-                      version=answer.version)
+                      version=answer.version, updated_at=answer.updated_at)
 
 
 class Conflict(annotating.Conflict):

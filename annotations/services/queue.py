@@ -408,15 +408,14 @@ def recent_work(user, project: Project, limit: int = 50) -> list[Annotation]:
     """The user's own annotations in the project, most recently touched first. Their gold answers
     (services.gold) are among them as unsaved Annotations of the same shape: a gold item must not give itself
     away by missing from this list once answered."""
+    from .gold import as_annotation  # gold builds on this module
+
     rows = list(Annotation.objects.filter(annotator=user, clip__project=project).select_related("clip")
                 .order_by("-updated_at")[:limit])
     answers = (GoldAnswer.objects.filter(annotator=user, gold__project=project)
-               .exclude(status=GoldAnswer.Status.SKIPPED).select_related("gold__clip").order_by("-updated_at"))
-    for answer in answers[:limit]:
-        status = (Annotation.Status.DRAFT if answer.status == GoldAnswer.Status.OPEN
-                  else Annotation.Status.SUBMITTED)
-        rows.append(Annotation(clip=answer.gold.clip, annotator=user, labels=answer.labels, status=status,
-                               version=answer.version, updated_at=answer.updated_at))
+               .exclude(status=GoldAnswer.Status.SKIPPED).select_related("gold__clip", "annotator")
+               .order_by("-updated_at"))
+    rows += [as_annotation(answer) for answer in answers[:limit]]
     rows.sort(key=lambda row: row.updated_at, reverse=True)
     return rows[:limit]
 
