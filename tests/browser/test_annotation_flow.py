@@ -83,6 +83,7 @@ def test_an_annotator_works_a_clip_with_the_keyboard_only(embedded_platform, wor
     page.get_by_role("button", name="Start annotating").focus()
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/clips/\d+/(\?take=1)?$"))
+    page.wait_for_load_state()  # the URL changes before the page's scripts have run
     clip_url = page.url
     expect(page.locator("#model-chips .chip")).to_have_count(2)
     expect(page.locator("#model-chips")).to_contain_text("internvl")
@@ -135,6 +136,7 @@ def test_a_stale_second_tab_gets_the_conflict(embedded_platform, work_project, b
         first.goto(f"{platform.url}/p/{work_project['slug']}/work/")
         first.get_by_role("button", name="Start annotating").click()
         expect(first).to_have_url(re.compile(r"/clips/\d+/(\?take=1)?$"))
+        first.wait_for_load_state()  # the URL changes before the page's scripts have run
         second = context.new_page()
         second.goto(first.url)
         expect(second.locator("#labels")).to_be_attached()
@@ -185,12 +187,14 @@ for name, word in (({ann!r}, "calm"), ({ben!r}, "anxious")):
     shot(page, "work-queue")
     page.get_by_role("button", name="Start reviewing").click()
     expect(page).to_have_url(re.compile(r"/clips/\d+/review$"))
+    page.wait_for_load_state()  # the URL changes before the page's scripts have run
     expect(page.locator(".review-row")).to_have_count(1)
     shot(page, "review")
     page.locator(".review-row input[name=reason]").fill("the face says otherwise")
     page.get_by_role("button", name="Reject").click()
     expect(page.locator(".messages")).to_contain_text("Reject:")
     expect(page).to_have_url(re.compile(r"/clips/\d+/review$"))
+    page.wait_for_load_state()  # the URL changes before the page's scripts have run
     page.get_by_role("button", name="Accept", exact=True).click()
     expect(page.locator(".messages")).to_contain_text("Accept:")
     decisions = shell(platform, f"""
